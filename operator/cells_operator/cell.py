@@ -1,0 +1,140 @@
+"""The ``Cell`` resource: its spec as a frozen model, and the checks one cell can fail on its own.
+
+Checks that need the other cells (duplicate ids, overlapping ranges, a second first cell) live in
+:mod:`cells_operator.topology`, which sees the whole namespace at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from .ranges import DEFAULT_SEQUENCE_SIZE, MAX_SEQUENCE_VALUE, SequenceRange
+
+GROUP = "cells.dev"
+VERSION = "v1alpha1"
+PLURAL = "cells"
+KIND = "Cell"
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+class CellState(StrEnum):
+    """Lifecycle of a cell. Ours, not the Cells design's (which defines none):
+
+    - ``Active``: routable, may receive new organisations, may be the first cell;
+    - ``Draining``: routable, receives no new organisations, never the first cell;
+    - ``Offline``: registered and its ranges kept, but not routable.
+    """
+
+    ACTIVE = "Active"
+    DRAINING = "Draining"
+    OFFLINE = "Offline"
+
+    @property
+    def routable(self) -> bool:
+        return self is not CellState.OFFLINE
+
+
+class CellSpec(BaseModel):
+    """``Cell.spec`` as the API server stores it (camelCase), after CRD defaulting."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
+
+    id: int = Field(ge=1, le=MAX_SEQUENCE_VALUE)
+    address: str
+    session_prefix: str | None = None
+    sequence_ranges: tuple[SequenceRange, ...] | None = None
+    sequence_size: int = Field(default=DEFAULT_SEQUENCE_SIZE, ge=1)
+    skip_range_validation: bool = False
+    state: CellState = CellState.ACTIVE
+    first_cell: bool = False
+    ring: int | None = None
+
+    @property
+    def effective_session_prefix(self) -> str:
+        return self.session_prefix or f"cell-{self.id}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a resource cannot be accepted: a CamelCase ``reason`` for machines, a ``message`` for people."""
+
+    reason: str
+    message: str
+
+
+def address_problem(address: str) -> str | None:
+    """``host:port`` with a DNS name, IPv4 address or bracketed IPv6 address and a port 1-65535."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        return f"address {address!r} must be host:port"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"address {address!r} has an invalid port {port!r} (1-65535)"
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"address {address!r} has an invalid IPv6 host"
+        return None
+    if ":" in host:
+        return f"address {address!r}: IPv6 hosts must be in brackets, e.g. [::1]:8080"
+    if not HOSTNAME.match(host):
+        return f"address {address!r} has an invalid host {host!r}"
+    return None
+
+
+def parse_cell_spec(spec: dict[str, Any]) -> tuple[CellSpec | None, Problem | None]:
+    """Parse a raw spec; a schema problem comes back as ``InvalidSpec`` with the fields named."""
+    try:
+        return CellSpec.model_validate(spec), None
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            parts.append(f"spec.{loc}: {err['msg']}")
+        return None, Problem("InvalidSpec", "; ".join(parts))
+
+
+def check_cell_spec(spec: CellSpec) -> Problem | None:
+    """Everything one cell can get wrong on its own, each with its own reason."""
+    if problem := address_problem(spec.address):
+        return Problem("InvalidAddress", problem)
+    prefix = spec.effective_session_prefix
+    if not DNS_LABEL.match(prefix):
+        return Problem(
+            "InvalidSessionPrefix",
+            f"sessionPrefix {prefix!r} must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters)",
+        )
+    if spec.first_cell and spec.state is not CellState.ACTIVE:
+        return Problem(
+            "FirstCellNotActive",
+            f"a {spec.state.value} cell cannot be the first cell: move firstCell to an Active cell first",
+        )
+    for r in spec.sequence_ranges or ():
+        if problem := r.problem():
+            return Problem("InvalidRange", f"sequenceRanges {r}: {problem}")
+    if not spec.skip_range_validation:
+        if spec.sequence_size < DEFAULT_SEQUENCE_SIZE:
+            return Problem(
+                "RangeTooSmall",
+                f"sequenceSize {spec.sequence_size} is below the minimum of {DEFAULT_SEQUENCE_SIZE} "
+                "(set skipRangeValidation: true for short-lived test cells)",
+            )
+        for r in spec.sequence_ranges or ():
+            if r.size < DEFAULT_SEQUENCE_SIZE:
+                return Problem(
+                    "RangeTooSmall",
+                    f"sequenceRanges {r} holds {r.size} IDs, below the minimum of {DEFAULT_SEQUENCE_SIZE} "
+                    "(set skipRangeValidation: true for short-lived test cells)",
+                )
+    return None

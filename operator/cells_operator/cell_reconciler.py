@@ -1,0 +1,172 @@
+"""Reconcile the Cells of one namespace: observe -> plan -> publish records -> report status.
+
+The shell around :func:`cells_operator.topology.plan_topology`. The records ConfigMap is written
+first, with optimistic concurrency (replace at the resourceVersion that was planned against; on a
+conflict re-read and re-plan), and only then does any Cell say ``Ready`` -- so a status never
+claims something that is not published, and two writers never both allocate the same range.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import conditions as cond
+from .cell import PLURAL as CELLS
+from .config import FINALIZER, OperatorConfig
+from .kube import Conflict, Kube
+from .records import TOPOLOGY_JSON, RecordsError, content_hash, parse_topology_json, render_records
+from .topology import CellObject, CellVerdict, Change, Topology, TopologyPlan, plan_topology
+
+log = logging.getLogger(__name__)
+
+RULES = "routingrules"
+
+
+@dataclass
+class CellsResult:
+    """What one reconcile did, for logs, metrics and the rules reconciler that runs after it."""
+
+    records: Topology | None
+    published: bool = False
+    conflicts: int = 0
+    bytes: int = 0
+    verdicts: dict[str, CellVerdict] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    error: str | None = None
+
+
+def cell_object(obj: dict[str, Any]) -> CellObject:
+    meta = obj["metadata"]
+    return CellObject(
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        spec=obj.get("spec") or {},
+        generation=meta.get("generation", 1),
+        deleting=bool(meta.get("deletionTimestamp")),
+        created=meta.get("creationTimestamp", ""),
+    )
+
+
+def deletion_blockers(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Cells that RoutingRules still send traffic to by name (``proxy.cellRef``)."""
+    blockers: dict[str, list[str]] = {}
+    for rule in rules:
+        if rule["metadata"].get("deletionTimestamp"):
+            continue
+        ref = ((rule.get("spec") or {}).get("proxy") or {}).get("cellRef")
+        if ref:
+            blockers.setdefault(ref, []).append(f"RoutingRule {rule['metadata']['name']!r} proxies to it")
+    return blockers
+
+
+def desired_status(verdict: CellVerdict, generation: int, previous: dict | None) -> dict[str, Any]:
+    record, problem = verdict.record, verdict.problem
+    if problem is not None and verdict.deleting:
+        conds = cond.reconciling(problem.reason, problem.message)
+    elif problem is not None and record is not None:
+        conds = cond.stalled(
+            problem.reason,
+            f"{problem.message}. The previously registered version stays published until this is fixed.",
+        )
+    elif problem is not None:
+        conds = cond.stalled(problem.reason, f"{problem.message}. The cell is not registered.")
+    else:
+        assert record is not None
+        routable = "routable" if record.routable else "not routable (Offline)"
+        conds = cond.ready(
+            "Registered",
+            f"cell {record.id} ({record.session_prefix}) is registered, {record.state.value} and {routable}",
+        )
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": cond.merge_conditions((previous or {}).get("conditions"), conds, generation),
+        "state": record.state.value if record else None,
+        "sessionPrefix": record.session_prefix if record else None,
+        "registeredId": record.id if record else None,
+        "sequenceRanges": [r.model_dump() for r in record.sequence_ranges] if record else None,
+    }
+    return status
+
+
+class CellReconciler:
+    def __init__(self, kube: Kube, config: OperatorConfig):
+        self.kube = kube
+        self.config = config
+
+    def publish(self, namespace: str, cells: list[CellObject], blockers: dict[str, list[str]]) -> CellsResult:
+        """Plan against the current records and write them; re-plan on every conflict."""
+        name = self.config.topology_configmap
+        conflicts = 0
+        for _ in range(self.config.conflict_retries):
+            current = self.kube.read_configmap(namespace, name)
+            text = current.data.get(TOPOLOGY_JSON)
+            try:
+                previous = parse_topology_json(text) if text else Topology()
+            except RecordsError as exc:
+                return CellsResult(None, error=str(exc))
+            plan: TopologyPlan = plan_topology(previous, cells, blockers)
+            rendered = render_records(plan.records)
+            size = sum(len(v.encode()) for v in rendered.values())
+            if current.resource_version is not None and current.data == rendered:
+                return CellsResult(plan.records, False, conflicts, size, plan.verdicts)
+            annotations = {
+                **current.annotations,
+                "cells.dev/revision": str(plan.records.revision),
+                "cells.dev/content-hash": content_hash(rendered[TOPOLOGY_JSON]),
+            }
+            try:
+                self.kube.write_configmap(namespace, name, rendered, annotations, current.resource_version)
+            except Conflict:
+                conflicts += 1
+                log.info("records %s/%s changed concurrently; re-planning", namespace, name)
+                continue
+            return CellsResult(plan.records, True, conflicts, size, plan.verdicts, plan.changes)
+        return CellsResult(None, conflicts=conflicts, error=f"gave up after {conflicts} write conflicts")
+
+    def reconcile(self, namespace: str, cell_objs: list[dict], rules: list[dict]) -> CellsResult:
+        cells = [cell_object(o) for o in cell_objs]
+        result = self.publish(namespace, cells, deletion_blockers(rules))
+        by_name = {o["metadata"]["name"]: o for o in cell_objs}
+        if result.error is not None:
+            self._report_unpublished(by_name, result.error)
+            return result
+        for change in result.changes:
+            if change.name in by_name:
+                self.kube.post_event(by_name[change.name], change.reason, change.message, change.warning)
+        for name, verdict in result.verdicts.items():
+            self._report(by_name[name], verdict)
+        return result
+
+    def _report(self, obj: dict[str, Any], verdict: CellVerdict) -> None:
+        meta = obj["metadata"]
+        previous = obj.get("status") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        if verdict.release:
+            if FINALIZER in finalizers:
+                self.kube.set_finalizers(CELLS, obj, [f for f in finalizers if f != FINALIZER])
+            return
+        if not verdict.deleting and FINALIZER not in finalizers:
+            self.kube.set_finalizers(CELLS, obj, [*finalizers, FINALIZER])
+        status = desired_status(verdict, meta.get("generation", 1), previous)
+        if cond.status_differs(previous, status):
+            self.kube.patch_status(CELLS, meta["namespace"], meta["name"], status)
+            old_ready = cond.condition(previous, cond.READY) or {}
+            if verdict.problem is not None and old_ready.get("reason") != verdict.problem.reason:
+                self.kube.post_event(obj, verdict.problem.reason, verdict.problem.message, warning=True)
+
+    def _report_unpublished(self, by_name: dict[str, dict], error: str) -> None:
+        """The records could not be written or read: say so on every Cell, claim nothing."""
+        for obj in by_name.values():
+            meta = obj["metadata"]
+            previous = obj.get("status") or {}
+            reason = "RecordsUnreadable" if "not valid" in error else "PublishFailed"
+            conds = cond.stalled(reason, error) if reason == "RecordsUnreadable" else cond.reconciling(reason, error)
+            status = {
+                **previous,
+                "observedGeneration": meta.get("generation", 1),
+                "conditions": cond.merge_conditions(previous.get("conditions"), conds, meta.get("generation", 1)),
+            }
+            if cond.status_differs(previous, status):
+                self.kube.patch_status(CELLS, meta["namespace"], meta["name"], status)

@@ -1,0 +1,142 @@
+"""``cells-operator``: run the operator, or manage the local control plane.
+
+Subcommands:
+  run            run the operator (kopf) against the current kubeconfig
+  cluster up     start the local control plane, write <dir>/kubeconfig, print the export line
+  cluster down   stop it
+  cluster build  only find or build the control-plane binaries (once per machine)
+  cluster status say whether it runs and where
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from . import handlers  # noqa: F401  (registers the handlers)
+
+    if args.topology_configmap:
+        os.environ["CELLS_TOPOLOGY_CONFIGMAP"] = args.topology_configmap
+    if args.router_configmap:
+        os.environ["CELLS_ROUTER_CONFIGMAP"] = args.router_configmap
+    kopf.configure(
+        verbose=args.verbose,
+        debug=args.debug,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    namespaces = args.namespace or []
+    kopf.run(
+        standalone=args.standalone,
+        priority=args.priority,
+        peering_name=args.peering_name if not args.standalone else None,
+        namespaces=namespaces,
+        clusterwide=not namespaces,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from .devcluster.assets import AssetError, find_assets
+    from .devcluster.cluster import ClusterError, LocalCluster
+
+    workdir = Path(args.dir).resolve()
+    try:
+        if args.action == "build":
+            assets = find_assets(build=True)
+            print(
+                f"etcd: {assets.etcd}\nkube-apiserver: {assets.kube_apiserver}\n"
+                f"kube-controller-manager: {assets.kube_controller_manager}\nkubectl: {assets.kubectl}"
+            )
+            return 0
+        if args.action == "status":
+            if (workdir / "state.json").exists() and LocalCluster.attach(workdir).alive():
+                cluster = LocalCluster.attach(workdir)
+                print(f"running at {cluster.server}; export KUBECONFIG={cluster.kubeconfig}")
+                return 0
+            print(f"no local control plane running from {workdir}")
+            return 1
+        if args.action == "down":
+            if not (workdir / "state.json").exists():
+                print(f"no local control plane running from {workdir}")
+                return 0
+            LocalCluster.attach(workdir).stop()
+            print(f"stopped the local control plane in {workdir}")
+            return 0
+        # up
+        if (workdir / "state.json").exists():
+            existing = LocalCluster.attach(workdir)
+            if existing.alive() and existing.ready():
+                print(f"already running at {existing.server}", file=sys.stderr)
+                print(f"export KUBECONFIG={existing.kubeconfig}")
+                return 0
+            existing.stop()
+        for stale in ("etcd", "pki", "logs"):
+            target = workdir / stale
+            if target.exists():
+                import shutil
+
+                shutil.rmtree(target)
+        cluster = LocalCluster.create(workdir)
+        cluster.start()
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+        return 0
+    except (AssetError, ClusterError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cells-operator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument(
+        "-n", "--namespace", action="append", help="namespace to manage (repeatable); default: all namespaces"
+    )
+    run.add_argument(
+        "--standalone", action="store_true", help="no peering: act even if other instances run (tests, single replica)"
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=int(os.environ.get("CELLS_PEERING_PRIORITY", "0")),
+        help="peering priority: give replicas different priorities so exactly one acts",
+    )
+    run.add_argument("--peering-name", default=os.environ.get("CELLS_PEERING_NAME", "cells-operator"))
+    run.add_argument(
+        "--liveness",
+        default=os.environ.get("CELLS_LIVENESS_ENDPOINT"),
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.add_argument("--topology-configmap", help="records ConfigMap name (default cells-topology)")
+    run.add_argument("--router-configmap", help="router rules ConfigMap name (default cells-router-rules)")
+    run.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("CELLS_LOG_FORMAT", "text"))
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--debug", action="store_true")
+    run.set_defaults(func=_run)
+
+    cluster = sub.add_parser("cluster", help="the local control plane (etcd + kube-apiserver)")
+    cluster.add_argument("action", choices=("up", "down", "build", "status"))
+    cluster.add_argument("--dir", default=".cluster", help="working folder (default .cluster)")
+    cluster.set_defaults(func=_cluster)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

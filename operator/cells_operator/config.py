@@ -1,0 +1,33 @@
+"""Operator configuration, from environment variables (the Deployment sets them) or CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+FINALIZER = "cells.dev/topology"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "cells-operator"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    topology_configmap: str = "cells-topology"
+    router_configmap: str = "cells-router-rules"
+    # Quiet period after an event before a namespace is reconciled: a burst of creates becomes one
+    # records write instead of one per object.
+    debounce_seconds: float = 0.3
+    # Level-based safety net: every namespace is reconciled at least this often, which also restores
+    # a hand-edited or deleted ConfigMap.
+    resync_seconds: float = 60.0
+    conflict_retries: int = 8
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        env = os.environ
+        return cls(
+            topology_configmap=env.get("CELLS_TOPOLOGY_CONFIGMAP", cls.topology_configmap),
+            router_configmap=env.get("CELLS_ROUTER_CONFIGMAP", cls.router_configmap),
+            debounce_seconds=float(env.get("CELLS_DEBOUNCE_SECONDS", cls.debounce_seconds)),
+            resync_seconds=float(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),
+        )

@@ -1,0 +1,175 @@
+"""The operator's few verbs against the Kubernetes API, on the official client.
+
+Kept small on purpose: read the objects of a namespace, write a ConfigMap with optimistic
+concurrency, patch status and finalizers, post an Event. Everything here is blocking; the async
+shell runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from .cell import GROUP, VERSION
+from .config import MANAGED_BY, MANAGED_BY_LABEL
+
+log = logging.getLogger(__name__)
+COMPONENT = "cells-operator"
+
+
+class Conflict(Exception):
+    """Someone else wrote the object since we read it: re-read, re-plan, retry."""
+
+
+def load_api_client() -> ApiClient:
+    """In-cluster credentials when running in a Pod, else ``$KUBECONFIG`` / ``~/.kube/config``."""
+    configuration = kubernetes.client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    else:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    return ApiClient(configuration)
+
+
+@dataclass
+class ConfigMapState:
+    """A ConfigMap as read: its data and the resourceVersion to write against (None: absent)."""
+
+    data: dict[str, str]
+    annotations: dict[str, str]
+    resource_version: str | None
+
+
+class Kube:
+    def __init__(self, api: ApiClient):
+        self.api = api
+        self.core = CoreV1Api(api)
+        self.custom = CustomObjectsApi(api)
+        self.writes = 0  # API write requests made, for metrics and benchmarks
+
+    # ---------------------------------------------------------------- custom resources
+    def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        try:
+            result = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        except ApiException as exc:
+            if exc.status == 404:  # CRD not installed (yet): nothing of that kind exists
+                return []
+            raise
+        return list(result.get("items", []))
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge-patch ``status``; False if the object is already gone."""
+        self.writes += 1
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def set_finalizers(self, plural: str, obj: dict[str, Any], finalizers: list[str]) -> bool:
+        """Replace the finalizer list, guarded by resourceVersion so no other finalizer is lost."""
+        meta = obj["metadata"]
+        self.writes += 1
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                plural,
+                meta["name"],
+                {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}},
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            if exc.status == 409:
+                raise Conflict(f"{plural}/{meta['name']} changed while updating finalizers") from exc
+            raise
+        return True
+
+    # ---------------------------------------------------------------- config maps
+    def read_configmap(self, namespace: str, name: str) -> ConfigMapState:
+        try:
+            cm = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return ConfigMapState({}, {}, None)
+            raise
+        return ConfigMapState(dict(cm.data or {}), dict(cm.metadata.annotations or {}), cm.metadata.resource_version)
+
+    def write_configmap(
+        self,
+        namespace: str,
+        name: str,
+        data: dict[str, str],
+        annotations: dict[str, str],
+        resource_version: str | None,
+    ) -> str:
+        """Create (``resource_version`` None) or replace at exactly ``resource_version``.
+
+        Raises :class:`Conflict` when someone wrote in between (or created it first).
+        """
+        body = kubernetes.client.V1ConfigMap(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=name,
+                namespace=namespace,
+                annotations=annotations,
+                labels={MANAGED_BY_LABEL: MANAGED_BY, "app.kubernetes.io/part-of": "cells"},
+                resource_version=resource_version,
+            ),
+            data=data,
+        )
+        self.writes += 1
+        try:
+            if resource_version is None:
+                result = self.core.create_namespaced_config_map(namespace, body)
+            else:
+                result = self.core.replace_namespaced_config_map(name, namespace, body)
+        except ApiException as exc:
+            if exc.status in (409, 404):
+                raise Conflict(f"configmap {namespace}/{name} changed concurrently") from exc
+            raise
+        return result.metadata.resource_version
+
+    # ---------------------------------------------------------------- events
+    def post_event(self, obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        """An Event on ``obj`` so ``kubectl describe`` tells the story. Failures are logged, not raised."""
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        event = kubernetes.client.CoreV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            involved_object=kubernetes.client.V1ObjectReference(
+                api_version=obj.get("apiVersion"),
+                kind=obj.get("kind"),
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=kubernetes.client.V1EventSource(component=COMPONENT, host=socket.gethostname()),
+            reporting_component=COMPONENT,
+            reporting_instance=socket.gethostname(),
+        )
+        self.writes += 1
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as exc:
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.reason)

@@ -1,0 +1,35 @@
+"""Reconcile one namespace: read its Cells and RoutingRules once, then run each reconciler."""
+
+from __future__ import annotations
+
+import logging
+
+from .cell import PLURAL as CELLS
+from .cell_reconciler import RULES, CellReconciler
+from .config import OperatorConfig
+from .kube import Kube
+
+log = logging.getLogger(__name__)
+
+
+class NamespaceReconciler:
+    def __init__(self, kube: Kube, config: OperatorConfig):
+        self.kube = kube
+        self.config = config
+        self.cells = CellReconciler(kube, config)
+
+    def __call__(self, namespace: str) -> None:
+        cell_objs = self.kube.list_objects(CELLS, namespace)
+        rules = self.kube.list_objects(RULES, namespace)
+        result = self.cells.reconcile(namespace, cell_objs, rules)
+        if result.error:
+            raise RuntimeError(f"records of {namespace} not published: {result.error}")
+        if result.published:
+            log.info(
+                "published records revision %s to %s/%s (%d bytes, %d conflicts retried)",
+                result.records.revision if result.records else "?",
+                namespace,
+                self.config.topology_configmap,
+                result.bytes,
+                result.conflicts,
+            )

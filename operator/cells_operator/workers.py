@@ -1,0 +1,77 @@
+"""One reconcile loop per namespace: debounced, serialized, retried with backoff, resynced.
+
+A namespace is the unit of reconciliation because its outputs are namespace-wide (one records
+ConfigMap, one router ConfigMap): a burst of 300 events must become a handful of writes, not 300.
+Watch events only *mark* a namespace dirty; its loop waits for a short quiet period, then
+reconciles the whole namespace from a fresh read of the API (level-based, like controller-runtime),
+so a lost or coalesced event can never leave an object unreconciled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class NamespaceWorkers:
+    def __init__(
+        self,
+        reconcile: Callable[[str], None],
+        debounce: float = 0.3,
+        resync: float = 60.0,
+        max_backoff: float = 30.0,
+    ):
+        self._reconcile = reconcile
+        self._debounce = debounce
+        self._resync = resync
+        self._max_backoff = max_backoff
+        self._dirty: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    @property
+    def namespaces(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def trigger(self, namespace: str) -> None:
+        """Mark ``namespace`` for reconciliation; starts its loop on first use. Call from the event loop."""
+        if namespace not in self._tasks:
+            self._dirty[namespace] = asyncio.Event()
+            self._tasks[namespace] = asyncio.get_running_loop().create_task(
+                self._loop(namespace), name=f"reconcile:{namespace}"
+            )
+        self._dirty[namespace].set()
+
+    async def _loop(self, namespace: str) -> None:
+        dirty = self._dirty[namespace]
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dirty.wait(), timeout=self._resync)
+            await asyncio.sleep(self._debounce)
+            dirty.clear()
+            try:
+                await asyncio.to_thread(self._reconcile, namespace)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                delay = min(self._max_backoff, 0.5 * 2 ** min(failures, 10))
+                log.exception(
+                    "reconcile of namespace %s failed (attempt %d); retrying in %.1fs", namespace, failures, delay
+                )
+                await asyncio.sleep(delay)
+                dirty.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self._dirty.clear()

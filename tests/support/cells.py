@@ -1,0 +1,56 @@
+"""Helpers to create Cells and read what the operator published, through the real API."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from typing import Any
+
+from tests.support.kubectl import Kubectl, eventually
+
+
+def cell_manifest(name: str, id_: int, **spec: Any) -> dict:
+    return {
+        "apiVersion": "cells.dev/v1alpha1",
+        "kind": "Cell",
+        "metadata": {"name": name},
+        "spec": {"id": id_, "address": spec.pop("address", f"{name}.cells.svc:8080"), **spec},
+    }
+
+
+def ready_condition(obj: dict) -> dict:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == "Ready":
+            return c
+    return {}
+
+
+def wait_ready(kubectl: Kubectl, kind: str, name: str, namespace: str, timeout: float = 60) -> dict:
+    def probe():
+        obj = kubectl.get(kind, name, namespace)
+        status = obj.get("status") or {}
+        current = status.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if current and ready_condition(obj).get("status") == "True" else None
+
+    return eventually(probe, timeout, message=f"{kind}/{name} Ready")
+
+
+def wait_reason(kubectl: Kubectl, kind: str, name: str, namespace: str, reason: str, timeout: float = 60) -> dict:
+    def probe():
+        obj = kubectl.get(kind, name, namespace)
+        status = obj.get("status") or {}
+        current = status.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if current and ready_condition(obj).get("reason") == reason else None
+
+    return eventually(probe, timeout, message=f"{kind}/{name} reason {reason}")
+
+
+def records(kubectl: Kubectl, namespace: str, name: str = "cells-topology") -> tuple[dict, dict]:
+    """(topology.json, config.toml) as published, parsed."""
+    cm = kubectl.get("configmap", name, namespace)
+    return json.loads(cm["data"]["topology.json"]), tomllib.loads(cm["data"]["config.toml"])
+
+
+def events_for(kubectl: Kubectl, namespace: str, name: str) -> list[dict]:
+    items = kubectl.get("events", namespace=namespace)["items"]
+    return [e for e in items if e["involvedObject"]["name"] == name]

@@ -1,0 +1,64 @@
+"""Run the operator as a real subprocess, exactly as a user would (``cells-operator run``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+class OperatorProcess:
+    def __init__(
+        self, kubeconfig: Path, logfile: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None
+    ):
+        self.kubeconfig = Path(kubeconfig)
+        self.logfile = Path(logfile)
+        self.extra_args = extra_args or ["--standalone"]
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "CELLS_DEBOUNCE_SECONDS": "0.2",
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        log = open(self.logfile, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cells_operator.cli", "run", "--verbose", *self.extra_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye -- the crash the operator must survive."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.logfile.exists():
+            return "(no operator log)"
+        return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""

@@ -1,0 +1,81 @@
+import json
+import tomllib
+
+import pytest
+
+from cells_operator.cell import CellState
+from cells_operator.ranges import SequenceRange
+from cells_operator.records import (
+    RecordsError,
+    parse_topology_json,
+    render_config_toml,
+    render_records,
+    render_topology_json,
+)
+from cells_operator.topology import CellRecord, RetiredRange, Topology
+
+
+def record(name, id_, state=CellState.ACTIVE, first=False, ranges=((1, 10),)):
+    return CellRecord(
+        name=name,
+        uid=f"uid-{name}",
+        id=id_,
+        address=f"{name}.example:8080",
+        session_prefix=f"cell-{id_}",
+        state=state,
+        first_cell=first,
+        sequence_ranges=tuple(SequenceRange(minval=a, maxval=b) for a, b in ranges),
+    )
+
+
+TOPO = Topology(
+    revision=7,
+    cells=(
+        record("b", 2, ranges=((11, 20), (31, 40))),
+        record("a", 1, first=True),
+        record("c", 3, state=CellState.OFFLINE, ranges=((21, 30),)),
+    ),
+    retired_ranges=(RetiredRange(minval=41, maxval=50, cell_id=4, cell_name="d"),),
+)
+
+
+def test_config_toml_is_valid_toml_with_only_routable_cells_sorted_by_id():
+    doc = tomllib.loads(render_config_toml(TOPO))
+    assert [c["id"] for c in doc["cells"]] == [1, 2]
+    b = doc["cells"][1]
+    assert b == {
+        "id": 2,
+        "address": "b.example:8080",
+        "session_prefix": "cell-2",
+        "sequence_ranges": [{"minval": 11, "maxval": 20}, {"minval": 31, "maxval": 40}],
+    }
+
+
+def test_config_toml_escapes_strings():
+    weird = Topology(cells=(record("x", 9).model_copy(update={"address": 'we"ird\\host:1'}),))
+    assert tomllib.loads(render_config_toml(weird))["cells"][0]["address"] == 'we"ird\\host:1'
+
+
+def test_topology_json_has_state_first_cell_retired_and_revision():
+    doc = json.loads(render_topology_json(TOPO))
+    assert doc["revision"] == 7
+    assert doc["first_cell_id"] == 1
+    assert [c["name"] for c in doc["cells"]] == ["b", "a", "c"]  # registration order kept
+    assert doc["cells"][2]["state"] == "Offline"
+    assert doc["retired_ranges"] == [{"minval": 41, "maxval": 50, "cell_id": 4, "cell_name": "d"}]
+
+
+def test_rendering_is_deterministic_and_round_trips():
+    assert render_records(TOPO) == render_records(TOPO.model_copy())
+    assert parse_topology_json(render_topology_json(TOPO)) == TOPO
+
+
+def test_empty_topology():
+    assert tomllib.loads(render_config_toml(Topology())) == {}
+    assert parse_topology_json(render_topology_json(Topology())) == Topology()
+
+
+@pytest.mark.parametrize("text", ["", "[]", "{not json", '{"cells": [{"name": 1}]}', '{"schema_version": 99}'])
+def test_unreadable_records_raise(text):
+    with pytest.raises(RecordsError):
+        parse_topology_json(text)
