@@ -73,7 +73,7 @@ def eventually(
             last = probe()
             if last:
                 return last
-        except AssertionError as exc:
-            last = exc
+        except (AssertionError, KubectlError, KeyError) as exc:
+            last = exc  # not there yet: keep polling, report the last error if it never comes
         time.sleep(interval)
     raise AssertionError(f"{message} not reached within {timeout}s; last: {last!r}")
