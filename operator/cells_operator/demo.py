@@ -81,17 +81,28 @@ def main(argv: list[str] | None = None) -> int:
 
     print("==> installing CRDs")
     print(_kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")), end="")
-    _kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd/cells.cells.dev",
-             "crd/routingrules.cells.dev")
+    _kubectl(
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/cells.cells.dev",
+        "crd/routingrules.cells.dev",
+    )
 
     print("==> (re)starting the operator in the background")
     _stop_operator(pidfile)
     log = open(cluster_dir / "operator.log", "ab")  # noqa: SIM115 - handed to the child
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    proc = subprocess.Popen([sys.executable, "-m", "cells_operator.cli", "run", "--standalone"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cells_operator.cli", "run", "--standalone"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     pidfile.write_text(str(proc.pid))
     print(f"    pid {proc.pid}, log {cluster_dir / 'operator.log'}")
 

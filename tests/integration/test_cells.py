@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -26,7 +27,7 @@ def ranges_of(topology: dict) -> dict[str, list[tuple[int, int]]]:
 
 def assert_disjoint(all_ranges: list[tuple[int, int]]) -> None:
     ordered = sorted(all_ranges)
-    for (a_min, a_max), (b_min, b_max) in zip(ordered, ordered[1:], strict=False):
+    for (a_min, a_max), (b_min, b_max) in itertools.pairwise(ordered):
         assert a_max < b_min, f"overlap: [{a_min}, {a_max}] and [{b_min}, {b_max}]"
 
 
@@ -59,8 +60,9 @@ def test_printer_columns_events_and_finalizer(kubectl, namespace, operator):
     assert table[0].split() == ["NAME", "ID", "PREFIX", "STATE", "READY", "ADDRESS", "AGE"]
     assert table[1].split()[:5] == ["alpha", "7", "cell-7", "Active", "True"]
     assert kubectl("get", "cl", "-n", namespace, "-o", "name").stdout.strip() == "cell.cells.dev/alpha"
-    reasons = eventually(lambda: {e["reason"] for e in events_for(kubectl, namespace, "alpha")} or None,
-                         message="Registered event")
+    reasons = eventually(
+        lambda: {e["reason"] for e in events_for(kubectl, namespace, "alpha")} or None, message="Registered event"
+    )
     assert "Registered" in reasons
     described = kubectl("describe", "cell", "alpha", "-n", namespace).stdout
     assert "Registered" in described and "sequence ranges" in described
@@ -72,8 +74,16 @@ def test_edits_reach_the_records(kubectl, namespace, operator):
     wait_ready(kubectl, "cell", "c2", namespace)
     before, _ = records(kubectl, namespace)
 
-    kubectl("patch", "cell", "c2", "-n", namespace, "--type=merge",
-            "-p", '{"spec": {"address": "10.1.2.3:9000", "state": "Offline"}}')
+    kubectl(
+        "patch",
+        "cell",
+        "c2",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"address": "10.1.2.3:9000", "state": "Offline"}}',
+    )
     obj = wait_ready(kubectl, "cell", "c2", namespace)
     assert obj["status"]["state"] == "Offline"
     topology, config = records(kubectl, namespace)
@@ -84,8 +94,10 @@ def test_edits_reach_the_records(kubectl, namespace, operator):
     assert ranges_of(topology) == ranges_of(before)  # edits never move ranges
 
     kubectl("patch", "cell", "c2", "-n", namespace, "--type=merge", "-p", '{"spec": {"state": "Draining"}}')
-    eventually(lambda: [c["id"] for c in records(kubectl, namespace)[1]["cells"]] == [1, 2],
-               message="draining cell routable again")
+    eventually(
+        lambda: [c["id"] for c in records(kubectl, namespace)[1]["cells"]] == [1, 2],
+        message="draining cell routable again",
+    )
 
 
 def test_unchanged_records_are_not_rewritten(kubectl, namespace, operator):
@@ -103,8 +115,11 @@ BAD_INPUTS = [
     ("duplicate-prefix", {"id": 9, "sessionPrefix": "cell-1"}, "DuplicateSessionPrefix"),
     ("overlap", {"id": 9, "sequenceRanges": [{"minval": 50, "maxval": 50 + SIZE}]}, "RangeOverlap"),
     ("too-small", {"id": 9, "sequenceSize": 1000}, "RangeTooSmall"),
-    ("inverted", {"id": 9, "skipRangeValidation": True, "sequenceRanges": [{"minval": 9 * SIZE, "maxval": 5}]},
-     "InvalidRange"),
+    (
+        "inverted",
+        {"id": 9, "skipRangeValidation": True, "sequenceRanges": [{"minval": 9 * SIZE, "maxval": 5}]},
+        "InvalidRange",
+    ),
     ("second-first", {"id": 9, "firstCell": True}, "DuplicateFirstCell"),
     ("bad-address", {"id": 9, "address": "no-port-here"}, None),  # rejected by the CRD schema itself
 ]
@@ -132,8 +147,10 @@ def test_bad_input_is_stalled_never_published_and_fixable(kubectl, namespace, op
     assert name not in ranges_of(topology)
     assert config == config_before
     assert ranges_of(topology) == ranges_of(before)
-    warning = eventually(lambda: [e for e in events_for(kubectl, namespace, name) if e["reason"] == reason],
-                         message=f"Warning event {reason}")
+    warning = eventually(
+        lambda: [e for e in events_for(kubectl, namespace, name) if e["reason"] == reason],
+        message=f"Warning event {reason}",
+    )
     assert warning[0]["type"] == "Warning"
 
     # fixing the input clears the condition by itself
@@ -156,14 +173,16 @@ def test_immutable_id_and_allocated_range(kubectl, namespace, operator):
     wait_ready(kubectl, "cell", "c1", namespace)
 
     moved = [{"minval": 7 * SIZE, "maxval": 8 * SIZE}]
-    kubectl("patch", "cell", "c1", "-n", namespace, "--type=merge",
-            "-p", json.dumps({"spec": {"sequenceRanges": moved}}))
+    kubectl(
+        "patch", "cell", "c1", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"sequenceRanges": moved}})
+    )
     wait_reason(kubectl, "cell", "c1", namespace, "RangeImmutable")
     assert records(kubectl, namespace)[0]["cells"] == before["cells"]
 
     grown = [*allocated, {"minval": 7 * SIZE, "maxval": 8 * SIZE}]
-    kubectl("patch", "cell", "c1", "-n", namespace, "--type=merge",
-            "-p", json.dumps({"spec": {"sequenceRanges": grown}}))
+    kubectl(
+        "patch", "cell", "c1", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"sequenceRanges": grown}})
+    )
     obj = wait_ready(kubectl, "cell", "c1", namespace)
     assert obj["status"]["sequenceRanges"] == grown
 
@@ -188,9 +207,16 @@ def test_delete_held_while_routed_to_or_first_cell(kubectl, namespace, operator)
     wait_ready(kubectl, "cell", "pinned", namespace)
     wait_ready(kubectl, "cell", "first", namespace)
     rule = {
-        "apiVersion": "cells.dev/v1alpha1", "kind": "RoutingRule", "metadata": {"name": "pin"},
-        "spec": {"ruleset": "session_token", "priority": 1, "action": "proxy", "proxy": {"cellRef": "pinned"},
-                 "match": {"type": "header", "regexName": "^x-pin$", "regexValue": ".*"}},
+        "apiVersion": "cells.dev/v1alpha1",
+        "kind": "RoutingRule",
+        "metadata": {"name": "pin"},
+        "spec": {
+            "ruleset": "session_token",
+            "priority": 1,
+            "action": "proxy",
+            "proxy": {"cellRef": "pinned"},
+            "match": {"type": "header", "regexName": "^x-pin$", "regexValue": ".*"},
+        },
     }
     kubectl.apply(rule, namespace)
     kubectl("delete", "cell", "pinned", "first", "-n", namespace, "--wait=false")
@@ -201,8 +227,10 @@ def test_delete_held_while_routed_to_or_first_cell(kubectl, namespace, operator)
     first = wait_reason(kubectl, "cell", "first", namespace, "DeletionBlocked")
     assert "first cell" in ready_condition(first)["message"]
     assert sorted(c["name"] for c in records(kubectl, namespace)[0]["cells"]) == ["first", "pinned"]
-    eventually(lambda: any(e["reason"] == "DeletionBlocked" for e in events_for(kubectl, namespace, "pinned")),
-               message="DeletionBlocked event")
+    eventually(
+        lambda: any(e["reason"] == "DeletionBlocked" for e in events_for(kubectl, namespace, "pinned")),
+        message="DeletionBlocked event",
+    )
 
     kubectl("delete", "routingrule", "pin", "-n", namespace)
     eventually(lambda: kubectl.get_or_none("cell", "pinned", namespace) is None, message="pinned deleted")
