@@ -8,8 +8,9 @@ CLUSTER_DIR ?= .cluster
 KIND_CLUSTER ?= cells
 IMAGE ?= cells-operator:dev
 PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv assets cluster cluster-down test unit integration e2e demo demo-down lint fmt bench e2e-kind clean
+.PHONY: help venv node assets cluster cluster-down test unit integration e2e demo demo-down lint fmt bench e2e-kind clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -40,7 +41,7 @@ fmt: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-unit: venv ## unit tests (no cluster)
+unit: venv node ## unit tests (no cluster)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 integration: assets ## integration tests on a fresh local control plane
@@ -49,7 +50,11 @@ integration: assets ## integration tests on a fresh local control plane
 e2e: assets ## e2e tests (against CELLS_TEST_KUBECONFIG, else a fresh local control plane)
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
 
-test: assets lint ## every test tier that can run here: unit, integration, e2e
+node: ## Node.js for the ECMAScript differential test (Debian's nodejs if none is on PATH)
+	@command -v node >/dev/null 2>&1 || command -v nodejs >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nodejs; }
+
+test: assets node lint ## every test tier that can run here: unit, integration, e2e
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 demo: cluster ## control plane + CRDs + operator + samples, then show what happened
