@@ -15,13 +15,12 @@ from typing import Any
 from . import conditions as cond
 from .cell import PLURAL as CELLS
 from .config import FINALIZER, OperatorConfig
-from .kube import Conflict, Kube
+from .kube import ConfigMapState, Kube
+from .publish import PublishConflicts, publish_configmap
 from .records import TOPOLOGY_JSON, RecordsError, content_hash, parse_topology_json, render_records
 from .topology import CellObject, CellVerdict, Change, Topology, TopologyPlan, plan_topology
 
 log = logging.getLogger(__name__)
-
-RULES = "routingrules"
 
 
 @dataclass
@@ -97,33 +96,28 @@ class CellReconciler:
 
     def publish(self, namespace: str, cells: list[CellObject], blockers: dict[str, list[str]]) -> CellsResult:
         """Plan against the current records and write them; re-plan on every conflict."""
-        name = self.config.topology_configmap
-        conflicts = 0
-        for _ in range(self.config.conflict_retries):
-            current = self.kube.read_configmap(namespace, name)
+
+        def plan(current: ConfigMapState) -> tuple[dict[str, str], dict[str, str], TopologyPlan]:
             text = current.data.get(TOPOLOGY_JSON)
-            try:
-                previous = parse_topology_json(text) if text else Topology()
-            except RecordsError as exc:
-                return CellsResult(None, error=str(exc))
-            plan: TopologyPlan = plan_topology(previous, cells, blockers)
-            rendered = render_records(plan.records)
-            size = sum(len(v.encode()) for v in rendered.values())
-            if current.resource_version is not None and current.data == rendered:
-                return CellsResult(plan.records, False, conflicts, size, plan.verdicts)
+            previous = parse_topology_json(text) if text else Topology()
+            topology_plan = plan_topology(previous, cells, blockers)
+            rendered = render_records(topology_plan.records)
             annotations = {
-                **current.annotations,
-                "cells.dev/revision": str(plan.records.revision),
+                "cells.dev/revision": str(topology_plan.records.revision),
                 "cells.dev/content-hash": content_hash(rendered[TOPOLOGY_JSON]),
             }
-            try:
-                self.kube.write_configmap(namespace, name, rendered, annotations, current.resource_version)
-            except Conflict:
-                conflicts += 1
-                log.info("records %s/%s changed concurrently; re-planning", namespace, name)
-                continue
-            return CellsResult(plan.records, True, conflicts, size, plan.verdicts, plan.changes)
-        return CellsResult(None, conflicts=conflicts, error=f"gave up after {conflicts} write conflicts")
+            return rendered, annotations, topology_plan
+
+        try:
+            out = publish_configmap(
+                self.kube, namespace, self.config.topology_configmap, plan, self.config.conflict_retries
+            )
+        except RecordsError as exc:
+            return CellsResult(None, error=str(exc))
+        except PublishConflicts as exc:
+            return CellsResult(None, error=str(exc))
+        changes = out.plan.changes if out.written else []
+        return CellsResult(out.plan.records, out.written, out.conflicts, out.bytes, out.plan.verdicts, changes)
 
     def reconcile(self, namespace: str, cell_objs: list[dict], rules: list[dict]) -> CellsResult:
         cells = [cell_object(o) for o in cell_objs]

@@ -14,10 +14,10 @@ from typing import Any
 import kopf
 
 from .cell import GROUP, PLURAL, VERSION
-from .cell_reconciler import RULES
 from .config import OperatorConfig
 from .kube import Kube, load_api_client
 from .reconciler import NamespaceReconciler
+from .rule import PLURAL as RULES
 from .workers import NamespaceWorkers
 
 log = logging.getLogger(__name__)

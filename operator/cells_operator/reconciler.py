@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 from .cell import PLURAL as CELLS
-from .cell_reconciler import RULES, CellReconciler
+from .cell_reconciler import CellReconciler
 from .config import OperatorConfig
 from .kube import Kube
+from .rule import PLURAL as RULES
+from .rule_reconciler import RuleReconciler
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +19,7 @@ class NamespaceReconciler:
         self.kube = kube
         self.config = config
         self.cells = CellReconciler(kube, config)
+        self.rules = RuleReconciler(kube, config)
 
     def __call__(self, namespace: str) -> None:
         cell_objs = self.kube.list_objects(CELLS, namespace)

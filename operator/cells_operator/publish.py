@@ -1,0 +1,58 @@
+"""Write a generated ConfigMap safely: plan against what is there, write at that exact resourceVersion.
+
+Both outputs are derived from what is published *and* the resources (the records are the allocation
+state; the router index is the last-valid-version state), so every write is read -> plan -> replace at
+the read resourceVersion. A conflict means someone else wrote in between: re-read and re-plan. Output
+that equals what is published is not written at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .kube import ConfigMapState, Conflict, Kube
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class PublishConflicts(RuntimeError):
+    """Gave up after repeated write conflicts (another writer keeps winning)."""
+
+
+@dataclass
+class Published(Generic[T]):
+    plan: T
+    written: bool
+    conflicts: int
+    bytes: int
+
+
+def publish_configmap(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    plan: Callable[[ConfigMapState], tuple[dict[str, str], dict[str, str | None], T]],
+    retries: int,
+) -> Published[T]:
+    """``plan(current) -> (data, annotations, result)``; ``annotations`` are merged over the existing ones
+    (a None value removes that annotation)."""
+    conflicts = 0
+    for _ in range(retries):
+        current = kube.read_configmap(namespace, name)
+        data, annotations, result = plan(current)
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
+        merged = {k: v for k, v in {**current.annotations, **annotations}.items() if v is not None}
+        if current.resource_version is not None and current.data == data and merged == current.annotations:
+            return Published(result, False, conflicts, size)
+        try:
+            kube.write_configmap(namespace, name, data, merged, current.resource_version)
+        except Conflict:
+            conflicts += 1
+            log.info("configmap %s/%s changed concurrently; re-planning", namespace, name)
+            continue
+        return Published(result, True, conflicts, size)
+    raise PublishConflicts(f"configmap {namespace}/{name}: gave up after {conflicts} write conflicts")
