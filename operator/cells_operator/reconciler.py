@@ -27,12 +27,23 @@ class NamespaceReconciler:
         result = self.cells.reconcile(namespace, cell_objs, rules)
         if result.error:
             raise RuntimeError(f"records of {namespace} not published: {result.error}")
+        assert result.records is not None
         if result.published:
             log.info(
                 "published records revision %s to %s/%s (%d bytes, %d conflicts retried)",
-                result.records.revision if result.records else "?",
+                result.records.revision,
                 namespace,
                 self.config.topology_configmap,
                 result.bytes,
                 result.conflicts,
+            )
+        rules_result = self.rules.reconcile(namespace, rules, result.records)
+        if rules_result.written:
+            log.info(
+                "published %d rulesets to %s/%s (%d bytes, %d conflicts retried)",
+                len(rules_result.plan.hashes),
+                namespace,
+                self.config.router_configmap,
+                rules_result.bytes,
+                rules_result.conflicts,
             )
