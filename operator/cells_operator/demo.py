@@ -110,12 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     _kubectl(kubeconfig, "create", "namespace", ns, check=False)
     print(_kubectl(kubeconfig, "apply", "-n", ns, "-f", str(SAMPLES)), end="")
 
-    ok = _wait_ready(kubeconfig, ns, ["cells"])
-    print("==> kubectl get cells -o wide")
+    ok = _wait_ready(kubeconfig, ns, ["cells", "routingrules"])
+    print("==> kubectl get cells,routingrules -o wide")
     print(_kubectl(kubeconfig, "get", "cells", "-n", ns, "-o", "wide"), end="")
+    print(_kubectl(kubeconfig, "get", "routingrules", "-n", ns, "-o", "wide"), end="")
     topology = json.loads(_kubectl(kubeconfig, "get", "configmap", "cells-topology", "-n", ns, "-o", "json"))
     print("==> Topology Service records: configmap cells-topology, key config.toml")
     print(topology["data"]["config.toml"])
+    router = json.loads(_kubectl(kubeconfig, "get", "configmap", "cells-router-rules", "-n", ns, "-o", "json"))
+    print("==> Router rules: configmap cells-router-rules, key session_token.json")
+    print(router["data"]["session_token.json"])
     print(f"export KUBECONFIG={kubeconfig}   # to look around; `make demo-down` stops everything")
     return 0 if ok else 1
 

@@ -8,16 +8,31 @@ from tests.support.audit import audit_writes
 from tests.support.cells import cell_manifest, events_for, ready_condition, wait_ready, wait_reason
 from tests.support.kubectl import eventually
 
-FORCE = {"ruleset": "session_token", "priority": 10, "action": "classify",
-         "match": {"type": "cookie", "regexName": "^force_cell$", "regexValue": r"^(?<cell_id>\d+)$"},
-         "classify": {"type": "CELL_ID", "value": "${cell_id}"}}
-SESSION = {"ruleset": "session_token", "priority": 20, "action": "classify",
-           "match": {"type": "cookie", "regexName": "^_gitlab_session(_[0-9a-f]+)?$",
-                     "regexValue": r"^(?<cell_name>cell-\d+)-.*"},
-           "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"}}
-PATH = {"ruleset": "session_token", "priority": 30, "action": "classify",
-        "match": {"type": "path", "regexValue": r"^/api/v4/cells/(?<cell_id>\d+)/"},
-        "classify": {"type": "CELL_ID", "value": "${cell_id}"}}
+FORCE = {
+    "ruleset": "session_token",
+    "priority": 10,
+    "action": "classify",
+    "match": {"type": "cookie", "regexName": "^force_cell$", "regexValue": r"^(?<cell_id>\d+)$"},
+    "classify": {"type": "CELL_ID", "value": "${cell_id}"},
+}
+SESSION = {
+    "ruleset": "session_token",
+    "priority": 20,
+    "action": "classify",
+    "match": {
+        "type": "cookie",
+        "regexName": "^_gitlab_session(_[0-9a-f]+)?$",
+        "regexValue": r"^(?<cell_name>cell-\d+)-.*",
+    },
+    "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"},
+}
+PATH = {
+    "ruleset": "session_token",
+    "priority": 30,
+    "action": "classify",
+    "match": {"type": "path", "regexValue": r"^/api/v4/cells/(?<cell_id>\d+)/"},
+    "classify": {"type": "CELL_ID", "value": "${cell_id}"},
+}
 CATCH_ALL = {"ruleset": "session_token", "priority": 1000, "action": "classify", "classify": {"type": "FIRST_CELL"}}
 
 
@@ -34,19 +49,35 @@ def published(kubectl, namespace: str, ruleset: str = "session_token") -> list |
 
 def test_gitlab_session_rules_end_to_end(kubectl, namespace, operator):
     kubectl.apply([cell_manifest("cell-1", 1, firstCell=True), cell_manifest("cell-2", 2)], namespace)
-    kubectl.apply([rule("catch-all", CATCH_ALL), rule("path", PATH), rule("session", SESSION),
-                   rule("force-cell", FORCE)], namespace)
-    statuses = {n: wait_ready(kubectl, "routingrule", n, namespace)["status"]
-                for n in ("force-cell", "session", "path", "catch-all")}
+    kubectl.apply(
+        [rule("catch-all", CATCH_ALL), rule("path", PATH), rule("session", SESSION), rule("force-cell", FORCE)],
+        namespace,
+    )
+    statuses = {
+        n: wait_ready(kubectl, "routingrule", n, namespace)["status"]
+        for n in ("force-cell", "session", "path", "catch-all")
+    }
     rules = published(kubectl, namespace)
     assert rules == [
-        {"match": {"type": "cookie", "regex_name": "^force_cell$", "regex_value": r"^(?<cell_id>\d+)$"},
-         "action": "classify", "classify": {"type": "CELL_ID", "value": "${cell_id}"}},
-        {"match": {"type": "cookie", "regex_name": "^_gitlab_session(_[0-9a-f]+)?$",
-                   "regex_value": r"^(?<cell_name>cell-\d+)-.*"},
-         "action": "classify", "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"}},
-        {"match": {"type": "path", "regex_value": r"^/api/v4/cells/(?<cell_id>\d+)/"},
-         "action": "classify", "classify": {"type": "CELL_ID", "value": "${cell_id}"}},
+        {
+            "match": {"type": "cookie", "regex_name": "^force_cell$", "regex_value": r"^(?<cell_id>\d+)$"},
+            "action": "classify",
+            "classify": {"type": "CELL_ID", "value": "${cell_id}"},
+        },
+        {
+            "match": {
+                "type": "cookie",
+                "regex_name": "^_gitlab_session(_[0-9a-f]+)?$",
+                "regex_value": r"^(?<cell_name>cell-\d+)-.*",
+            },
+            "action": "classify",
+            "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"},
+        },
+        {
+            "match": {"type": "path", "regex_value": r"^/api/v4/cells/(?<cell_id>\d+)/"},
+            "action": "classify",
+            "classify": {"type": "CELL_ID", "value": "${cell_id}"},
+        },
         {"action": "classify", "classify": {"type": "FIRST_CELL"}},
     ]
     assert [statuses[n]["position"] for n in ("force-cell", "session", "path", "catch-all")] == [0, 1, 2, 3]
@@ -59,8 +90,11 @@ def test_gitlab_session_rules_end_to_end(kubectl, namespace, operator):
 
 
 INVALID = [
-    ("bad-pattern", {**SESSION, "match": {**SESSION["match"], "regexValue": "^(?<cell_name>cell-\\d+"}},
-     "InvalidPattern"),
+    (
+        "bad-pattern",
+        {**SESSION, "match": {**SESSION["match"], "regexValue": "^(?<cell_name>cell-\\d+"}},
+        "InvalidPattern",
+    ),
     ("unknown-group", {**SESSION, "classify": {"type": "SESSION_PREFIX", "value": "${nope}"}}, "UnknownInterpolation"),
     ("no-name", {**SESSION, "match": {"type": "header", "regexValue": "x"}}, "MissingRegexName"),
     ("bad-cell-id", {**FORCE, "classify": {"type": "CELL_ID", "value": "two"}}, "InvalidCellId"),
@@ -79,46 +113,69 @@ def test_invalid_rules_never_enter_the_output(kubectl, namespace, operator):
         assert {c["type"]: c["status"] for c in obj["status"]["conditions"]}["Stalled"] == "True"
         assert obj["status"].get("liveGeneration") is None
     assert published(kubectl, namespace) == before
-    eventually(lambda: any(e["reason"] == "InvalidPattern" and e["type"] == "Warning"
-                           for e in events_for(kubectl, namespace, "bad-pattern")), message="warning event")
+    eventually(
+        lambda: any(
+            e["reason"] == "InvalidPattern" and e["type"] == "Warning"
+            for e in events_for(kubectl, namespace, "bad-pattern")
+        ),
+        message="warning event",
+    )
 
 
 def test_last_valid_version_stays_published_until_fixed(kubectl, namespace, operator):
-    kubectl.apply([cell_manifest("cell-1", 1, firstCell=True), rule("session", SESSION),
-                   rule("catch-all", CATCH_ALL)], namespace)
+    kubectl.apply(
+        [cell_manifest("cell-1", 1, firstCell=True), rule("session", SESSION), rule("catch-all", CATCH_ALL)], namespace
+    )
     wait_ready(kubectl, "routingrule", "session", namespace)
     good = published(kubectl, namespace)
-    kubectl("patch", "routingrule", "session", "-n", namespace, "--type=merge",
-            "-p", json.dumps({"spec": {"match": {"regexValue": "^(?<cell_name>cell-\\d+-.*"}}}))
+    kubectl(
+        "patch",
+        "routingrule",
+        "session",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"match": {"regexValue": "^(?<cell_name>cell-\\d+-.*"}}}),
+    )
     obj = wait_reason(kubectl, "routingrule", "session", namespace, "InvalidPattern")
     assert obj["status"]["liveGeneration"] == 1 and obj["metadata"]["generation"] == 2
     assert "Generation 1 stays published" in ready_condition(obj)["message"]
     assert published(kubectl, namespace) == good
-    kubectl("patch", "routingrule", "session", "-n", namespace, "--type=merge",
-            "-p", json.dumps({"spec": {"match": {"regexValue": "^(?<cell_name>cell-\\d+)_.*"}}}))
+    kubectl(
+        "patch",
+        "routingrule",
+        "session",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"match": {"regexValue": "^(?<cell_name>cell-\\d+)_.*"}}}),
+    )
     obj = wait_ready(kubectl, "routingrule", "session", namespace)
     assert obj["status"]["liveGeneration"] == 3
     assert published(kubectl, namespace)[0]["match"]["regex_value"] == "^(?<cell_name>cell-\\d+)_.*"
 
 
 def test_cell_address_change_and_offline_flow_into_proxy_rules(kubectl, namespace, operator):
-    kubectl.apply([cell_manifest("cell-1", 1, firstCell=True), cell_manifest("cell-2", 2, address="old:1")],
-                  namespace)
-    kubectl.apply(rule("pin", {"ruleset": "passthrough", "action": "proxy", "proxy": {"cellRef": "cell-2"}}),
-                  namespace)
+    kubectl.apply([cell_manifest("cell-1", 1, firstCell=True), cell_manifest("cell-2", 2, address="old:1")], namespace)
+    kubectl.apply(rule("pin", {"ruleset": "passthrough", "action": "proxy", "proxy": {"cellRef": "cell-2"}}), namespace)
     wait_ready(kubectl, "routingrule", "pin", namespace)
     assert published(kubectl, namespace, "passthrough") == [{"action": "proxy", "proxy": {"address": "old:1"}}]
     kubectl("patch", "cell", "cell-2", "-n", namespace, "--type=merge", "-p", '{"spec": {"address": "new:2"}}')
-    eventually(lambda: published(kubectl, namespace, "passthrough")[0]["proxy"]["address"] == "new:2",
-               message="new address in the ruleset")
+    eventually(
+        lambda: published(kubectl, namespace, "passthrough")[0]["proxy"]["address"] == "new:2",
+        message="new address in the ruleset",
+    )
     kubectl("patch", "cell", "cell-2", "-n", namespace, "--type=merge", "-p", '{"spec": {"state": "Offline"}}')
     wait_reason(kubectl, "routingrule", "pin", namespace, "CellNotRoutable")
     assert published(kubectl, namespace, "passthrough")[0]["proxy"]["address"] == "new:2"  # last valid kept
 
 
 def test_missing_catch_all_is_flagged_and_rule_deletion_updates_output(kubectl, namespace, operator):
-    kubectl.apply([cell_manifest("cell-1", 1, firstCell=True), rule("session", SESSION),
-                   rule("catch-all", CATCH_ALL)], namespace)
+    kubectl.apply(
+        [cell_manifest("cell-1", 1, firstCell=True), rule("session", SESSION), rule("catch-all", CATCH_ALL)], namespace
+    )
     wait_ready(kubectl, "routingrule", "catch-all", namespace)
     kubectl("delete", "routingrule", "catch-all", "-n", namespace)
     eventually(lambda: len(published(kubectl, namespace)) == 1, message="catch-all removed from the output")
@@ -130,8 +187,12 @@ def test_missing_catch_all_is_flagged_and_rule_deletion_updates_output(kubectl, 
     eventually(flagged, message="RulesetComplete=False")
     obj = kubectl.get("routingrule", "session", namespace)
     assert ready_condition(obj)["status"] == "True"  # still published
-    eventually(lambda: any(e["reason"] == "NoCatchAll" and e["type"] == "Warning"
-                           for e in events_for(kubectl, namespace, "session")), message="NoCatchAll event")
+    eventually(
+        lambda: any(
+            e["reason"] == "NoCatchAll" and e["type"] == "Warning" for e in events_for(kubectl, namespace, "session")
+        ),
+        message="NoCatchAll event",
+    )
 
 
 def test_burst_of_300_rules_is_coalesced(kubectl, namespace, operator, control_plane):
@@ -156,3 +217,41 @@ def test_burst_of_300_rules_is_coalesced(kubectl, namespace, operator, control_p
     assert 1 <= len(writes) <= 30, f"{len(writes)} ConfigMap writes for 300 rules"
     positions = sorted(o["status"]["position"] for o in kubectl.get("routingrules", namespace=namespace)["items"])
     assert positions == list(range(300))
+
+
+def test_ruleset_over_the_configmap_limit_keeps_the_previous_version(kubectl, namespace, operator):
+    kubectl.apply(
+        [cell_manifest("cell-1", 1, firstCell=True), rule("session", SESSION), rule("catch-all", CATCH_ALL)], namespace
+    )
+    wait_ready(kubectl, "routingrule", "catch-all", namespace)
+    # 12 rules with ~100 KB patterns, one after the other: together over the ~1 MiB ConfigMap limit
+    huge = [
+        rule(
+            f"huge-{i:02}",
+            {
+                **SESSION,
+                "priority": 100 + i,
+                "match": {**SESSION["match"], "regexValue": f"^(?<cell_name>cell-{i}{'x' * 100_000})"},
+            },
+        )
+        for i in range(12)
+    ]
+    for obj in huge:
+        kubectl.apply(obj, namespace)
+
+    def settled():
+        items = [kubectl.get("routingrule", o["metadata"]["name"], namespace) for o in huge]
+        reasons = [ready_condition(o).get("reason") for o in items]
+        return reasons if all(r in ("Published", "RulesetTooLarge") for r in reasons) else None
+
+    reasons = eventually(settled, timeout=120, message="every huge rule published or held")
+    held = [o["metadata"]["name"] for o, r in zip(huge, reasons, strict=True) if r == "RulesetTooLarge"]
+    assert held, "the limit was never reached"
+    obj = kubectl.get("routingrule", held[0], namespace)
+    assert "ConfigMap limit" in ready_condition(obj)["message"]
+    cm = kubectl.get("configmap", "cells-router-rules", namespace)
+    assert sum(len(k) + len(v.encode()) for k, v in cm["data"].items()) <= 1_000_000
+    rules = published(kubectl, namespace)  # whole, parseable, never truncated
+    assert len(rules) == 2 + reasons.count("Published")
+    assert rules[0]["match"]["regex_value"] == SESSION["match"]["regexValue"]
+    assert rules[-1] == {"action": "classify", "classify": {"type": "FIRST_CELL"}}

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 
-def audit_writes(logdir: Path, namespace: str, resource: str | None = None, name: str | None = None,
-                 subresource: str | None = "*") -> list[dict]:
+def audit_writes(
+    logdir: Path, namespace: str, resource: str | None = None, name: str | None = None, subresource: str | None = "*"
+) -> list[dict]:
     path = Path(logdir) / "audit.log"
     out = []
     if not path.exists():
@@ -26,7 +27,9 @@ def audit_writes(logdir: Path, namespace: str, resource: str | None = None, name
             continue
         if subresource != "*" and ref.get("subresource") != subresource:
             continue
-        if event.get("verb") in ("create", "update", "patch", "delete") and \
-                (event.get("responseStatus") or {}).get("code", 200) < 400:
+        if (
+            event.get("verb") in ("create", "update", "patch", "delete")
+            and (event.get("responseStatus") or {}).get("code", 200) < 400
+        ):
             out.append(event)
     return out
