@@ -120,6 +120,10 @@ class CellReconciler:
         return CellsResult(out.plan.records, out.written, out.conflicts, out.bytes, out.plan.verdicts, changes)
 
     def reconcile(self, namespace: str, cell_objs: list[dict], rules: list[dict]) -> CellsResult:
+        if not cell_objs:
+            current = self.kube.read_configmap(namespace, self.config.topology_configmap)
+            if current.resource_version is None:
+                return CellsResult(Topology())  # nothing registered, nothing published: create nothing
         cells = [cell_object(o) for o in cell_objs]
         result = self.publish(namespace, cells, deletion_blockers(rules))
         by_name = {o["metadata"]["name"]: o for o in cell_objs}

@@ -21,7 +21,8 @@ class NamespaceReconciler:
         self.cells = CellReconciler(kube, config)
         self.rules = RuleReconciler(kube, config)
 
-    def __call__(self, namespace: str) -> None:
+    def __call__(self, namespace: str) -> bool:
+        """Reconcile ``namespace``; False when it holds no Cells or RoutingRules (its loop may stop)."""
         cell_objs = self.kube.list_objects(CELLS, namespace)
         rules = self.kube.list_objects(RULES, namespace)
         result = self.cells.reconcile(namespace, cell_objs, rules)
@@ -47,3 +48,4 @@ class NamespaceReconciler:
                 rules_result.bytes,
                 rules_result.conflicts,
             )
+        return bool(cell_objs or rules)

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class NamespaceWorkers:
     def __init__(
         self,
-        reconcile: Callable[[str], None],
+        reconcile: Callable[[str], bool],
         debounce: float = 0.3,
         resync: float = 60.0,
         max_backoff: float = 30.0,
@@ -54,8 +54,13 @@ class NamespaceWorkers:
             await asyncio.sleep(self._debounce)
             dirty.clear()
             try:
-                await asyncio.to_thread(self._reconcile, namespace)
+                active = await asyncio.to_thread(self._reconcile, namespace)
                 failures = 0
+                if not active and not dirty.is_set():
+                    # Nothing of ours left here (e.g. the namespace was deleted): stop resyncing it.
+                    # The next watch event starts a new loop.
+                    del self._tasks[namespace], self._dirty[namespace]
+                    return
             except asyncio.CancelledError:
                 raise
             except Exception:
