@@ -7,33 +7,7 @@ import json
 from tests.support.audit import audit_writes
 from tests.support.cells import cell_manifest, events_for, ready_condition, wait_ready, wait_reason
 from tests.support.kubectl import eventually
-
-FORCE = {
-    "ruleset": "session_token",
-    "priority": 10,
-    "action": "classify",
-    "match": {"type": "cookie", "regexName": "^force_cell$", "regexValue": r"^(?<cell_id>\d+)$"},
-    "classify": {"type": "CELL_ID", "value": "${cell_id}"},
-}
-SESSION = {
-    "ruleset": "session_token",
-    "priority": 20,
-    "action": "classify",
-    "match": {
-        "type": "cookie",
-        "regexName": "^_gitlab_session(_[0-9a-f]+)?$",
-        "regexValue": r"^(?<cell_name>cell-\d+)-.*",
-    },
-    "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"},
-}
-PATH = {
-    "ruleset": "session_token",
-    "priority": 30,
-    "action": "classify",
-    "match": {"type": "path", "regexValue": r"^/api/v4/cells/(?<cell_id>\d+)/"},
-    "classify": {"type": "CELL_ID", "value": "${cell_id}"},
-}
-CATCH_ALL = {"ruleset": "session_token", "priority": 1000, "action": "classify", "classify": {"type": "FIRST_CELL"}}
+from tests.support.rules import CATCH_ALL, FORCE, PATH, SESSION
 
 
 def rule(name: str, spec: dict) -> dict:

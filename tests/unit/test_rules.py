@@ -9,6 +9,7 @@ from cells_operator.ranges import SequenceRange
 from cells_operator.rule import RoutingRuleSpec, render_rule
 from cells_operator.rulesets import INDEX_KEY, PublishedRules, RuleObject, parse_published, plan_rulesets
 from cells_operator.topology import CellRecord, Topology
+from tests.support.rules import CATCH_ALL, FORCE, SESSION
 
 
 def rec(name, id_, state=CellState.ACTIVE, address=None):
@@ -24,33 +25,6 @@ def rec(name, id_, state=CellState.ACTIVE, address=None):
 
 
 TOPO = Topology(cells=(rec("cell-1", 1), rec("cell-2", 2), rec("gone", 3, state=CellState.OFFLINE)))
-
-SESSION = {
-    "ruleset": "session_token",
-    "priority": 20,
-    "action": "classify",
-    "match": {
-        "type": "cookie",
-        "regexName": "^_gitlab_session(_[0-9a-f]+)?$",
-        "regexValue": r"^(?<cell_name>cell-\d+)-.*",
-    },
-    "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"},
-}
-FORCE = {
-    "ruleset": "session_token",
-    "priority": 10,
-    "action": "classify",
-    "match": {"type": "cookie", "regexName": "^force_cell$", "regexValue": r"^(?<cell_id>\d+)$"},
-    "classify": {"type": "CELL_ID", "value": "${cell_id}"},
-}
-PATH = {
-    "ruleset": "session_token",
-    "priority": 30,
-    "action": "classify",
-    "match": {"type": "path", "regexValue": r"^/api/v4/cells/(?<cell_id>\d+)/"},
-    "classify": {"type": "CELL_ID", "value": "${cell_id}"},
-}
-CATCH_ALL = {"ruleset": "session_token", "priority": 1000, "action": "classify", "classify": {"type": "FIRST_CELL"}}
 
 
 def render(spec, topology=TOPO):
