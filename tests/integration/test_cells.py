@@ -196,10 +196,13 @@ def test_delete_without_blockers_retires_ranges(kubectl, namespace, operator):
     assert [c["name"] for c in topology["cells"]] == ["c1"]
     assert [{"minval": r["minval"], "maxval": r["maxval"]} for r in topology["retired_ranges"]] == c2_ranges
     assert [c["id"] for c in config["cells"]] == [1]
-    # a retired range is never handed out again
+    # a retired range is never handed out again, neither by allocation nor explicitly
     kubectl.apply(cell_manifest("c3", 3), namespace)
     new = wait_ready(kubectl, "cell", "c3", namespace)["status"]["sequenceRanges"][0]
     assert new["minval"] > c2_ranges[0]["maxval"]
+    kubectl.apply(cell_manifest("c4", 4, sequenceRanges=c2_ranges), namespace)
+    obj = wait_reason(kubectl, "cell", "c4", namespace, "RangeOverlap")
+    assert "retired range" in ready_condition(obj)["message"]
 
 
 def test_delete_held_while_routed_to_or_first_cell(kubectl, namespace, operator):
