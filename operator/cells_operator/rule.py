@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from .cell import Problem, address_problem
 from .ecmaregex import PatternError, UnsupportedPattern, compile_pattern
+from .router_format import RouterRule
 from .topology import Topology
 
 PLURAL = "routingrules"
@@ -132,7 +133,7 @@ def render_rule(spec: RoutingRuleSpec, topology: Topology) -> tuple[dict[str, An
             if c.value:
                 return None, Problem("ValueNotAllowed", "classify type FIRST_CELL takes no value")
             element["classify"] = {"type": c.type.value}
-            return element, None
+            return _checked(element), None
         if not c.value:
             return None, Problem("MissingValue", f"classify type {c.type.value} needs a value")
         names = INTERPOLATION.findall(c.value)
@@ -151,7 +152,7 @@ def render_rule(spec: RoutingRuleSpec, topology: Topology) -> tuple[dict[str, An
         if c.type is ClassifyType.CELL_ID and not names and not re.fullmatch(r"[1-9][0-9]*", c.value):
             return None, Problem("InvalidCellId", f"classify.value {c.value!r} must be an integer cell id")
         element["classify"] = {"type": c.type.value, "value": c.value}
-        return element, None
+        return _checked(element), None
 
     if spec.proxy is None:
         return None, Problem("MissingProxy", "action proxy needs a proxy section with cellRef or address")
@@ -164,11 +165,16 @@ def render_rule(spec: RoutingRuleSpec, topology: Topology) -> tuple[dict[str, An
         if problem := address_problem(p.address):
             return None, Problem("InvalidAddress", f"proxy.{problem}")
         element["proxy"] = {"address": p.address}
-        return element, None
+        return _checked(element), None
     record = topology.record(p.cell_ref or "")
     if record is None:
         return None, Problem("CellNotFound", f"proxy.cellRef {p.cell_ref!r} names no registered Cell in this namespace")
     if not record.routable:
         return None, Problem("CellNotRoutable", f"proxy.cellRef {p.cell_ref!r} is {record.state.value}: not routable")
     element["proxy"] = {"address": record.address}
-    return element, None
+    return _checked(element), None
+
+
+def _checked(element: dict[str, Any]) -> dict[str, Any]:
+    """Round-trip through the router's format model: what we publish is what the router parses."""
+    return RouterRule.model_validate(element).to_json()

@@ -1,0 +1,328 @@
+"""``cells-router``: the HTTP router -- evaluate the ruleset, classify, reverse-proxy to the cell.
+
+For each request: the first matching rule decides; ``classify`` asks the Topology Service (through a
+cache of positive and negative answers that honours its Cache-Control and serves stale answers when the
+service is down); ``proxy`` goes straight to the rule's address. Bodies stream both ways (no full
+buffering); hop-by-hop headers are dropped; ``X-Forwarded-*`` is added; every response says which rule
+decided (``X-Cells-Router-Rule-Action`` / ``-Type``). Failures are answered, never hung: no rule -> 502,
+Topology Service unreachable with nothing cached -> 503, unknown cell -> 502, cell unreachable -> 502,
+cell too slow -> 504.
+
+The ruleset file (``<ruleset>.json`` from the operator's ConfigMap) is reloaded atomically on change; a
+bad file is rejected and the last good ruleset stays in service. Admin endpoints (``/healthz``,
+``/readyz``, ``/metrics``) are on a separate port so that no application path is shadowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .classify_cache import ClassifyCache, ServiceAnswer, Unavailable
+from .filewatch import WatchedFile
+from .routing import Decision, RequestView, Ruleset, load_ruleset
+
+log = logging.getLogger("cells_router")
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+}
+ACTION_HEADER = "X-Cells-Router-Rule-Action"
+TYPE_HEADER = "X-Cells-Router-Rule-Type"
+CHUNK = 64 * 1024
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cells_router_requests_total",
+            "Requests by deciding rule action/type and status",
+            ["action", "type", "code"],
+            registry=r,
+        )
+        self.classify = Histogram(
+            "cells_router_classify_duration_seconds",
+            "Topology Service classify calls by result",
+            ["result"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.cache = Counter(
+            "cells_router_classify_cache_total", "Classification lookups by cache result", ["result"], registry=r
+        )
+        self.upstream = Histogram(
+            "cells_router_upstream_duration_seconds",
+            "Time to the upstream cell's response headers",
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.reloads = Counter("cells_router_rules_reloads_total", "Ruleset files loaded", registry=r)
+        self.rejected = Counter(
+            "cells_router_rules_rejected_total",
+            "Ruleset files rejected; the last good ruleset stays in service",
+            registry=r,
+        )
+        self.rules = Gauge("cells_router_rules", "Rules in the ruleset in service", registry=r)
+
+
+def _error(status: int, reason: str, decision: Decision | None = None) -> web.Response:
+    headers = {"Cache-Control": "no-store", "X-Cells-Router-Error": reason.split(":")[0]}
+    if decision is not None:
+        headers[ACTION_HEADER] = decision.action
+        if decision.classify_type:
+            headers[TYPE_HEADER] = decision.classify_type
+    return web.Response(status=status, text=reason + "\n", headers=headers)
+
+
+class Router:
+    def __init__(
+        self,
+        rules_path: Path,
+        topology_service: str,
+        cache_ttl: float = 10.0,
+        negative_ttl: float = 5.0,
+        classify_timeout: float = 1.0,
+        connect_timeout: float = 2.0,
+        upstream_timeout: float = 30.0,
+        poll: float = 1.0,
+    ):
+        self.metrics = Metrics()
+        self.topology_service = topology_service.rstrip("/")
+        self.classify_timeout = aiohttp.ClientTimeout(total=classify_timeout)
+        self.upstream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=upstream_timeout
+        )
+        self.ruleset: Ruleset | None = None
+        self.watched = WatchedFile(
+            rules_path,
+            load_ruleset,
+            on_reload=self._loaded,
+            on_reject=lambda _: self.metrics.rejected.inc(),
+            interval=poll,
+        )
+        self.cache = ClassifyCache(self._classify_call, ttl=cache_ttl, negative_ttl=negative_ttl)
+        self.session: aiohttp.ClientSession | None = None
+
+    def _loaded(self, ruleset: Ruleset) -> None:
+        self.ruleset = ruleset  # atomic swap; in-flight requests keep the ruleset they started with
+        self.metrics.reloads.inc()
+        self.metrics.rules.set(len(ruleset.rules))
+
+    async def start(self, app: web.Application) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+            auto_decompress=False,
+        )
+        self.watched.start()
+
+    async def stop(self, app: web.Application) -> None:
+        await self.watched.stop()
+        if self.session is not None:
+            await self.session.close()
+
+    async def _classify_call(self, kind: str, value: str | None) -> ServiceAnswer:
+        assert self.session is not None
+        started = time.perf_counter()
+        result = "error"
+        try:
+            body = {"type": kind} if value is None else {"type": kind, "value": value}
+            async with self.session.post(
+                f"{self.topology_service}/v1/classify", json=body, timeout=self.classify_timeout
+            ) as resp:
+                payload = await resp.json(content_type=None)
+                if resp.status == 200 and payload.get("action") == "PROXY":
+                    result = "found"
+                    return ServiceAnswer(payload["proxy"]["address"], resp.headers.get("Cache-Control"))
+                if resp.status == 404:
+                    result = "not_found"
+                    return ServiceAnswer(None, resp.headers.get("Cache-Control"))
+                raise RuntimeError(f"Topology Service answered {resp.status}: {payload.get('message', payload)}")
+        finally:
+            self.metrics.classify.labels(result).observe(time.perf_counter() - started)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        decision, response = await self._route(request)
+        action = decision.action if decision else "none"
+        self.metrics.requests.labels(action, decision.type_label if decision else "none", str(response.status)).inc()
+        return response
+
+    async def _route(self, request: web.Request) -> tuple[Decision | None, web.StreamResponse]:
+        ruleset = self.ruleset
+        if ruleset is None:
+            return None, _error(503, "ruleset not loaded")
+        decision = ruleset.decide(RequestView.build(request.path, request.headers.items()))
+        if decision is None:
+            return None, _error(502, "no routing rule matched this request")
+        address = decision.address
+        if decision.action == "classify":
+            try:
+                resolution = await self.cache.resolve(decision.classify_type or "", decision.value)
+            except Unavailable as exc:
+                return decision, _error(503, f"topology service unavailable: {exc}", decision)
+            self.metrics.cache.labels(resolution.source).inc()
+            if resolution.address is None:
+                what = f"{decision.classify_type} {decision.value or ''}".strip()
+                return decision, _error(502, f"cell not found: {what}", decision)
+            address = resolution.address
+        assert address is not None
+        return decision, await self.proxy(request, address, decision)
+
+    async def proxy(self, request: web.Request, address: str, decision: Decision) -> web.StreamResponse:
+        """Stream the request to ``address`` and the answer back, headers filtered both ways."""
+        assert self.session is not None
+        started = time.perf_counter()
+        response: web.StreamResponse | None = None
+        try:
+            async with self.session.request(
+                request.method,
+                f"http://{address}{request.rel_url}",
+                headers=_forward_headers(request),
+                data=request.content if request.body_exists else None,
+                allow_redirects=False,
+                timeout=self.upstream_timeout,
+            ) as upstream:
+                self.metrics.upstream.observe(time.perf_counter() - started)
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                drop = HOP_BY_HOP | _connection_tokens(upstream.headers)
+                for name, value in upstream.headers.items():
+                    if name.lower() not in drop:
+                        response.headers.add(name, value)
+                response.headers[ACTION_HEADER] = decision.action
+                if decision.classify_type:
+                    response.headers[TYPE_HEADER] = decision.classify_type
+                if "Content-Length" not in upstream.headers:
+                    response.enable_chunked_encoding()
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
+            if response is not None and response.prepared:
+                # Headers are gone already: the only honest signal left is to cut the connection.
+                log.warning("upstream %s failed mid-response: %r", address, exc)
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
+                return _error(504, f"cell timed out: {address}", decision)
+            return _error(502, f"cell unreachable: {address} ({type(exc).__name__})", decision)
+
+
+def _connection_tokens(headers) -> set[str]:
+    return {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",") if t.strip()}
+
+
+def _forward_headers(request: web.Request) -> dict[str, str] | list[tuple[str, str]]:
+    drop = HOP_BY_HOP | _connection_tokens(request.headers) | {"host"}
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+    peer = request.remote or ""
+    prior = request.headers.get("X-Forwarded-For")
+    headers = [
+        (k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
+    ]
+    headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+    headers.append(("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme)))
+    headers.append(("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host)))
+    return headers
+
+
+def build_apps(router: Router) -> tuple[web.Application, web.Application]:
+    app = web.Application(client_max_size=0)
+    app.router.add_route("*", "/{tail:.*}", router.handle)
+    app.on_startup.append(router.start)
+    app.on_cleanup.append(router.stop)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(request: web.Request) -> web.Response:
+        return (
+            web.Response(text="ok")
+            if router.ruleset is not None
+            else web.Response(text="ruleset not loaded", status=503)
+        )
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(router.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    admin = web.Application()
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/metrics", metrics)
+    return app, admin
+
+
+async def serve(router: Router, host: str, port: int, admin_port: int) -> None:
+    app, admin = build_apps(router)
+    runners = [web.AppRunner(app, access_log=None), web.AppRunner(admin, access_log=None)]
+    for runner in runners:
+        await runner.setup()
+    await web.TCPSite(runners[0], host, port).start()
+    await web.TCPSite(runners[1], host, admin_port).start()
+    log.info("routing on %s:%d (admin %s:%d)", host, port, host, admin_port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="cells-router", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rules",
+        default=env.get("CELLS_ROUTER_RULES", "/etc/cells/router/session_token.json"),
+        help="path of the ruleset file (<ruleset>.json of the mounted cells-router-rules ConfigMap)",
+    )
+    parser.add_argument("--topology-service", default=env.get("CELLS_TOPOLOGY_SERVICE", "http://127.0.0.1:9100"))
+    parser.add_argument("--host", default=env.get("CELLS_HOST", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(env.get("CELLS_PORT", "8080")))
+    parser.add_argument("--admin-port", type=int, default=int(env.get("CELLS_ADMIN_PORT", "9191")))
+    parser.add_argument("--cache-ttl", type=float, default=10.0, help="cap on positive classify caching (s)")
+    parser.add_argument("--negative-ttl", type=float, default=5.0, help="cap on NOT_FOUND caching (s)")
+    parser.add_argument("--classify-timeout", type=float, default=1.0)
+    parser.add_argument("--connect-timeout", type=float, default=2.0)
+    parser.add_argument("--upstream-timeout", type=float, default=30.0, help="max seconds between upstream reads")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between checks of the ruleset file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    router = Router(
+        Path(args.rules),
+        args.topology_service,
+        args.cache_ttl,
+        args.negative_ttl,
+        args.classify_timeout,
+        args.connect_timeout,
+        args.upstream_timeout,
+        args.poll,
+    )
+    asyncio.run(serve(router, args.host, args.port, args.admin_port))
+
+
+if __name__ == "__main__":
+    main()

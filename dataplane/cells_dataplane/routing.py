@@ -1,0 +1,127 @@
+"""Evaluate a router ruleset against a request (pure): first matching rule wins.
+
+Patterns are evaluated with ECMAScript semantics by :mod:`cells_operator.ecmaregex` -- the same code
+the operator validates with -- so what the operator accepted behaves here as it does at the edge.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from cells_operator.ecmaregex import EcmaPattern, compile_pattern
+from cells_operator.router_format import RouterRule, parse_ruleset
+
+INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """What rules can match on: the path, headers (lower-case names) and cookies, in request order."""
+
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+    cookies: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def build(cls, path: str, headers: Iterable[tuple[str, str]]) -> RequestView:
+        pairs = tuple((k.lower(), v) for k, v in headers)
+        cookies = tuple(c for k, v in pairs if k == "cookie" for c in parse_cookie_header(v))
+        return cls(path, pairs, cookies)
+
+
+def parse_cookie_header(value: str) -> list[tuple[str, str]]:
+    """Lenient ``Cookie`` parsing, as browsers send it (``a=1; b=2``); malformed parts are skipped."""
+    out = []
+    for part in value.split(";"):
+        name, sep, val = part.strip().partition("=")
+        if sep and name:
+            if len(val) >= 2 and val[0] == val[-1] == '"':
+                val = val[1:-1]
+            out.append((name, val))
+    return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    index: int
+    action: str  # classify | proxy
+    classify_type: str | None = None
+    value: str | None = None
+    address: str | None = None
+
+    @property
+    def type_label(self) -> str:
+        return self.classify_type or "none"
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule: RouterRule
+    name_re: EcmaPattern | None = None
+    value_re: EcmaPattern | None = None
+
+    def groups(self, request: RequestView) -> dict[str, str | None] | None:
+        """Named groups if the rule matches ``request``, else None."""
+        m = self.rule.match
+        if m is None:
+            return {}
+        assert self.value_re is not None
+        if m.type == "path":
+            hit = self.value_re.search(request.path)
+            return dict(hit.named) if hit else None
+        assert self.name_re is not None
+        candidates = request.cookies if m.type == "cookie" else request.headers
+        for name, value in candidates:
+            name_hit = self.name_re.search(name)
+            if name_hit is None:
+                continue
+            value_hit = self.value_re.search(value)
+            if value_hit is not None:
+                return {**name_hit.named, **value_hit.named}
+        return None
+
+
+def interpolate(template: str, groups: Mapping[str, str | None]) -> str:
+    return INTERPOLATION.sub(lambda m: groups.get(m.group(1)) or "", template)
+
+
+@dataclass
+class Ruleset:
+    rules: list[CompiledRule] = field(default_factory=list)
+
+    def decide(self, request: RequestView) -> Decision | None:
+        for index, compiled in enumerate(self.rules):
+            groups = compiled.groups(request)
+            if groups is None:
+                continue
+            rule = compiled.rule
+            if rule.action == "proxy":
+                assert rule.proxy is not None
+                return Decision(index, "proxy", address=rule.proxy.address)
+            assert rule.classify is not None
+            value = interpolate(rule.classify.value, groups) if rule.classify.value else None
+            return Decision(index, "classify", rule.classify.type, value)
+        return None
+
+
+def compile_rules(rules: list[RouterRule]) -> Ruleset:
+    compiled = []
+    for rule in rules:
+        if (rule.action == "classify" and rule.classify is None) or (rule.action == "proxy" and rule.proxy is None):
+            raise ValueError(f"rule action {rule.action} without its section")
+        m = rule.match
+        if m is None:
+            compiled.append(CompiledRule(rule))
+            continue
+        name_re = compile_pattern(m.regex_name) if m.regex_name is not None else None
+        if m.type != "path" and name_re is None:
+            raise ValueError(f"{m.type} match without regex_name")
+        compiled.append(CompiledRule(rule, name_re, compile_pattern(m.regex_value)))
+    return Ruleset(compiled)
+
+
+def load_ruleset(raw: bytes | str) -> Ruleset:
+    """Parse and compile a ``<ruleset>.json``; any problem raises (the caller keeps the last good one)."""
+    return compile_rules(parse_ruleset(raw))

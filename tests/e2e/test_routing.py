@@ -1,0 +1,264 @@
+"""Issue 5, end to end with real everything: API server + operator -> ConfigMaps -> files (as a kubelet
+mounts them) -> Topology Service and router processes -> echo cells. A request lands on the right cell."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import sys
+
+import pytest
+
+from cells_operator.devcluster.cluster import free_port
+from tests.support.cells import cell_manifest, wait_ready
+from tests.support.dataplane import ConfigMapMirror, HttpResult, Process, echo_backend, request, wait_http_ok
+from tests.support.kubectl import eventually
+from tests.support.rules import SAMPLE_SPECS
+
+
+def rule(name: str, spec: dict) -> dict:
+    return {"apiVersion": "cells.dev/v1alpha1", "kind": "RoutingRule", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+def stack(kubectl, namespace, running_operator, tmp_path, request):
+    """Three echo cells registered through the API, the demo rules, and the data plane reading the files."""
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    procs: list[Process] = []
+    ports = {}
+    for name in ("cell-1", "cell-2", "cell-3", "cell-2b"):
+        proc, ports[name] = echo_backend(name, logdir)
+        procs.append(proc)
+    kubectl.apply(
+        [
+            cell_manifest("cell-1", 1, address=f"127.0.0.1:{ports['cell-1']}", firstCell=True),
+            cell_manifest("cell-2", 2, address=f"127.0.0.1:{ports['cell-2']}"),
+            cell_manifest("cell-3", 3, address=f"127.0.0.1:{ports['cell-3']}"),
+        ],
+        namespace,
+    )
+    kubectl.apply([rule(name, spec) for name, spec in SAMPLE_SPECS.items()], namespace)
+    for name in SAMPLE_SPECS:
+        wait_ready(kubectl, "routingrule", name, namespace)
+
+    mounts = tmp_path / "mounts"
+    mirror = ConfigMapMirror(kubectl, namespace, mounts).start()
+    eventually(
+        lambda: (
+            (mounts / "cells-router-rules" / "session_token.json").exists()
+            and (mounts / "cells-topology" / "topology.json").exists()
+        ),
+        message="ConfigMaps mounted",
+    )
+    ts_port, router_port, admin_port = free_port(), free_port(), free_port()
+    topology = Process(
+        "topology-service",
+        [
+            sys.executable,
+            "-m",
+            "cells_dataplane.topology_service",
+            "--records",
+            str(mounts / "cells-topology" / "topology.json"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ts_port),
+            "--max-age",
+            "1",
+            "--negative-max-age",
+            "1",
+            "--poll",
+            "0.2",
+        ],
+        logdir,
+    ).start()
+    router = Process(
+        "router",
+        [
+            sys.executable,
+            "-m",
+            "cells_dataplane.router",
+            "--rules",
+            str(mounts / "cells-router-rules" / "session_token.json"),
+            "--topology-service",
+            f"http://127.0.0.1:{ts_port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(router_port),
+            "--admin-port",
+            str(admin_port),
+            "--cache-ttl",
+            "1",
+            "--negative-ttl",
+            "1",
+            "--poll",
+            "0.2",
+            "--upstream-timeout",
+            "2",
+        ],
+        logdir,
+    ).start()
+    procs += [topology, router]
+    wait_http_ok(f"http://127.0.0.1:{ts_port}/readyz")
+    wait_http_ok(f"http://127.0.0.1:{admin_port}/readyz")
+    env = {
+        "router": f"http://127.0.0.1:{router_port}",
+        "admin": f"http://127.0.0.1:{admin_port}",
+        "topology": f"http://127.0.0.1:{ts_port}",
+        "ports": ports,
+        "procs": {p.name: p for p in procs},
+        "namespace": namespace,
+    }
+    yield env
+    mirror.stop()
+    for proc in reversed(procs):
+        proc.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for proc in procs:
+            print(f"----- {proc.name} -----\n{proc.log_tail()}")
+
+
+def get(stack, path="/", cookie=None, **kwargs):
+    headers = kwargs.pop("headers", {})
+    if cookie:
+        headers["Cookie"] = cookie
+    return request(stack["router"] + path, headers=headers, **kwargs)
+
+
+def lands_on(stack, cell, **kwargs):
+    def probe():
+        result = get(stack, **kwargs)
+        return result if result.cell == cell else None
+
+    return eventually(probe, timeout=30, interval=0.3, message=f"request lands on {cell}")
+
+
+def test_requests_land_on_the_right_cell(stack):
+    r = get(stack, cookie="_gitlab_session=cell-2-0123abcd")
+    assert (r.status, r.cell) == (200, "cell-2")
+    assert r.headers["X-Cells-Router-Rule-Action"] == "classify"
+    assert r.headers["X-Cells-Router-Rule-Type"] == "SESSION_PREFIX"
+
+    r = get(stack, cookie="_gitlab_session=cell-2-0123abcd; force_cell=3")
+    assert (r.cell, r.headers["X-Cells-Router-Rule-Type"]) == ("cell-3", "CELL_ID")
+
+    r = get(stack, "/api/v4/cells/3/projects?page=2")
+    assert r.cell == "cell-3" and r.json()["path"] == "/api/v4/cells/3/projects" and r.json()["query"] == "page=2"
+
+    r = get(stack)
+    assert (r.cell, r.headers["X-Cells-Router-Rule-Type"]) == ("cell-1", "FIRST_CELL")
+
+    r = get(stack, cookie="_gitlab_session=cell-99-abc")  # a session of a cell that does not exist
+    assert r.status == 502 and "cell not found" in r.body.decode()
+
+
+def test_proxying_streams_bodies_and_handles_headers(stack):
+    payload = bytes(range(256)) * 20_000  # 5 MB
+    # http.client, not urllib: urllib replaces the Connection header with its own
+    conn = http.client.HTTPConnection(stack["router"].removeprefix("http://"), timeout=15)
+    conn.request(
+        "POST",
+        "/upload?x=1",
+        body=payload,
+        headers={
+            "Cookie": "_gitlab_session=cell-2-ab",
+            "Connection": "keep-alive, X-Drop-Me",
+            "X-Drop-Me": "hop",
+            "X-Keep": "end-to-end",
+        },
+    )
+    raw = conn.getresponse()
+    r = HttpResult(raw.status, dict(raw.getheaders()), raw.read())
+    conn.close()
+    body = r.json()
+    assert (r.status, body["cell"], body["method"]) == (200, "cell-2", "POST")
+    assert body["body_bytes"] == len(payload) and body["body_sha256"] == hashlib.sha256(payload).hexdigest()
+    sent = {k.lower(): v for k, v in body["headers"].items()}
+    assert sent["x-keep"] == "end-to-end" and "x-drop-me" not in sent
+    assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-forwarded-proto"] == "http"
+    assert sent["x-forwarded-host"].startswith("127.0.0.1:")
+    assert "X-Secret-Hop" not in r.headers  # listed in the cell's Connection header: hop-by-hop
+
+    streamed = get(stack, "/stream?chunks=4&pause=0.1", cookie="_gitlab_session=cell-3-x")
+    assert streamed.body.decode().splitlines() == [f"chunk {i} from cell-3" for i in range(4)]
+
+
+def test_api_changes_move_traffic_without_restarts(stack, kubectl):
+    ns, ports = stack["namespace"], stack["ports"]
+    lands_on(stack, "cell-2", cookie="_gitlab_session=cell-2-a")
+    kubectl(
+        "patch",
+        "cell",
+        "cell-2",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"address": f"127.0.0.1:{ports['cell-2b']}"}}),
+    )
+    lands_on(stack, "cell-2b", cookie="_gitlab_session=cell-2-a")
+
+    kubectl("patch", "cell", "cell-3", "-n", ns, "--type=merge", "-p", '{"spec": {"state": "Offline"}}')
+    eventually(lambda: get(stack, cookie="force_cell=3").status == 502, timeout=30, message="offline cell unroutable")
+    kubectl("patch", "cell", "cell-3", "-n", ns, "--type=merge", "-p", '{"spec": {"state": "Active"}}')
+    lands_on(stack, "cell-3", cookie="force_cell=3")
+
+    kubectl("delete", "routingrule", "force-cell", "-n", ns)
+    lands_on(stack, "cell-2b", cookie="force_cell=3; _gitlab_session=cell-2-a")  # force cookie no longer wins
+
+    kubectl("delete", "routingrule", "catch-all", "-n", ns)
+    eventually(lambda: get(stack).status == 502, timeout=30, message="no rule matches without the catch-all")
+    assert "no routing rule matched" in get(stack).body.decode()
+    for p in stack["procs"].values():
+        assert p.proc.poll() is None, f"{p.name} restarted or died"
+
+
+def test_topology_service_down_serves_cached_decisions(stack):
+    warm = get(stack, cookie="_gitlab_session=cell-2-warm")
+    assert warm.cell == "cell-2"
+    stack["procs"]["topology-service"].stop()
+    r = get(stack, cookie="_gitlab_session=cell-2-warm")  # cached (stale-if-error once the TTL passed)
+    assert (r.status, r.cell) == (200, "cell-2")
+    cold = get(stack, "/api/v4/cells/3/never-asked-before")
+    assert cold.status == 503 and "topology service unavailable" in cold.body.decode()
+    metrics = request(stack["admin"] + "/metrics").body.decode()
+    assert 'cells_router_requests_total{action="classify",code="200",type="SESSION_PREFIX"}' in metrics
+
+
+def test_unreachable_and_slow_cells_are_answered_not_hung(stack):
+    stack["procs"]["echo-cell-3"].stop()
+    r = get(stack, cookie="force_cell=3")
+    assert r.status == 502 and "cell unreachable" in r.body.decode()
+    r = get(stack, "/slow?seconds=5", cookie="force_cell=2")
+    assert r.status == 504 and "timed out" in r.body.decode()
+
+
+def test_topology_service_api(stack):
+    ts = stack["topology"]
+    ok = request(
+        ts + "/v1/classify",
+        "POST",
+        {"Content-Type": "application/json"},
+        json.dumps({"type": "CELL_ID", "value": "2"}).encode(),
+    )
+    assert ok.status == 200 and ok.json() == {
+        "action": "PROXY",
+        "proxy": {"address": f"127.0.0.1:{stack['ports']['cell-2']}"},
+    }
+    assert ok.headers["Cache-Control"] == "max-age=1"
+    missing = request(
+        ts + "/v1/classify", "POST", {}, json.dumps({"type": "SESSION_PREFIX", "value": "cell-9"}).encode()
+    )
+    assert missing.status == 404 and missing.json() == {"code": 5, "message": "cell not found: SESSION_PREFIX cell-9"}
+    bad = request(ts + "/v1/classify", "POST", {}, b"{nope")
+    assert bad.status == 400 and bad.json()["code"] == 3
+    cells = request(ts + "/v1/cells").json()
+    assert [c["id"] for c in cells["cells"]] == [1, 2, 3]
+    assert request(ts + "/v1/cells/2").json()["session_prefix"] == "cell-2"
+    assert request(ts + "/v1/cells/42").status == 404
+    metrics = request(ts + "/metrics").body.decode()
+    assert "topology_service_records_revision" in metrics and "topology_service_requests_total" in metrics
