@@ -31,17 +31,131 @@ def _kubectl(kubeconfig: Path, *args: str, check: bool = True) -> str:
     return proc.stdout
 
 
-def _stop_operator(pidfile: Path) -> None:
-    if not pidfile.exists():
-        return
-    pid = int(pidfile.read_text())
+def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
         for _ in range(100):
             os.kill(pid, 0)
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
+
+
+def _stop_operator(pidfile: Path) -> None:
+    """Stop every background process of an earlier demo (pids, one per line)."""
+    if not pidfile.exists():
+        return
+    for line in pidfile.read_text().split():
+        _kill(int(line))
     pidfile.unlink(missing_ok=True)
+
+
+def _spawn(argv: list[str], log: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env or os.environ.copy(),
+            start_new_session=True,
+            cwd=ROOT,
+        )
+    with open(pidfile, "a") as fh:
+        fh.write(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _wait_url(url: str, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"{url} did not become ready within {timeout:.0f}s")
+
+
+def _dataplane(cluster_dir: Path, ns: str, kubeconfig: Path, pidfile: Path) -> None:
+    """Echo cells on the sample addresses, the ConfigMaps mirrored to files, Topology Service, router."""
+    import urllib.request
+
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    logs = cluster_dir / "demo-logs"
+    logs.mkdir(exist_ok=True)
+    mounts = cluster_dir / "mounts"
+    py = sys.executable
+    for cell, port in (("cell-1 (legacy)", 18001), ("cell-2", 18002), ("cell-3", 18003)):
+        _spawn(
+            [py, "-m", "cells_dataplane.echo", "--name", cell, "--port", str(port)],
+            logs / f"echo-{port}.log",
+            pidfile,
+            env,
+        )
+    _spawn(
+        [py, "-m", "cells_dataplane.mirror", "--namespace", ns, "--dir", str(mounts), "--interval", "0.5"],
+        logs / "mirror.log",
+        pidfile,
+        env,
+    )
+    _spawn(
+        [
+            py,
+            "-m",
+            "cells_dataplane.topology_service",
+            "--records",
+            str(mounts / "cells-topology/topology.json"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "18100",
+            "--poll",
+            "0.5",
+        ],
+        logs / "topology-service.log",
+        pidfile,
+        env,
+    )
+    _spawn(
+        [
+            py,
+            "-m",
+            "cells_dataplane.router",
+            "--rules",
+            str(mounts / "cells-router-rules/session_token.json"),
+            "--topology-service",
+            "http://127.0.0.1:18100",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "18080",
+            "--admin-port",
+            "18081",
+            "--poll",
+            "0.5",
+        ],
+        logs / "router.log",
+        pidfile,
+        env,
+    )
+    _wait_url("http://127.0.0.1:18100/readyz")
+    _wait_url("http://127.0.0.1:18081/readyz")
+    print("==> requests through the router (http://127.0.0.1:18080)")
+    for label, path, cookie in (
+        ("no cookie", "/", None),
+        ("session cookie of cell 2", "/dashboard", "_gitlab_session=cell-2-5f3a9c"),
+        ("session cookie of cell 3", "/dashboard", "_gitlab_session=cell-3-77b0e1"),
+        ("force_cell=3 beats a cell-2 session", "/", "_gitlab_session=cell-2-5f3a9c; force_cell=3"),
+        ("path by cell id", "/api/v4/cells/2/projects", None),
+    ):
+        req = urllib.request.Request("http://127.0.0.1:18080" + path, headers={"Cookie": cookie} if cookie else {})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            rule = f"{resp.headers['X-Cells-Router-Rule-Action']}/{resp.headers.get('X-Cells-Router-Rule-Type')}"
+            print(f"    {label:<40} GET {path:<26} -> {resp.headers['X-Cell']:<16} (rule {rule})")
 
 
 def _wait_ready(kubeconfig: Path, namespace: str, kinds: list[str], timeout: float = 90) -> bool:
@@ -70,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cluster_dir = Path(args.cluster_dir).resolve()
     kubeconfig = cluster_dir / "kubeconfig"
-    pidfile = cluster_dir / "operator.pid"
+    pidfile = cluster_dir / "demo.pids"
     if args.stop:
         _stop_operator(pidfile)
         print("demo operator stopped")
@@ -92,19 +206,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print("==> (re)starting the operator in the background")
     _stop_operator(pidfile)
-    log = open(cluster_dir / "operator.log", "ab")  # noqa: SIM115 - handed to the child
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cells_operator.cli", "run", "--standalone"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
+    pid = _spawn(
+        [sys.executable, "-m", "cells_operator.cli", "run", "--standalone"], cluster_dir / "operator.log", pidfile, env
     )
-    pidfile.write_text(str(proc.pid))
-    print(f"    pid {proc.pid}, log {cluster_dir / 'operator.log'}")
+    print(f"    pid {pid}, log {cluster_dir / 'operator.log'}")
 
     print(f"==> applying the samples to namespace {ns}")
     _kubectl(kubeconfig, "create", "namespace", ns, check=False)
@@ -120,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     router = json.loads(_kubectl(kubeconfig, "get", "configmap", "cells-router-rules", "-n", ns, "-o", "json"))
     print("==> Router rules: configmap cells-router-rules, key session_token.json")
     print(router["data"]["session_token.json"])
+    _dataplane(cluster_dir, ns, kubeconfig, pidfile)
+    print("    try: curl -si -b '_gitlab_session=cell-3-abc' http://127.0.0.1:18080/ | grep -i x-cell")
     print(f"export KUBECONFIG={kubeconfig}   # to look around; `make demo-down` stops everything")
     return 0 if ok else 1
 

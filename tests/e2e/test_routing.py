@@ -44,7 +44,7 @@ def stack(kubectl, namespace, running_operator, tmp_path, request):
         wait_ready(kubectl, "routingrule", name, namespace)
 
     mounts = tmp_path / "mounts"
-    mirror = ConfigMapMirror(kubectl, namespace, mounts).start()
+    mirror = ConfigMapMirror(kubectl.kubeconfig, namespace, mounts).start()
     eventually(
         lambda: (
             (mounts / "cells-router-rules" / "session_token.json").exists()

@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
 from cells_operator.devcluster.cluster import free_port
-from tests.support.kubectl import Kubectl, eventually
+from tests.support.kubectl import eventually
 
 
 class Process:
@@ -67,7 +66,7 @@ def echo_backend(name: str, logdir: Path) -> tuple[Process, int]:
     port = free_port()
     proc = Process(
         f"echo-{name}",
-        [sys.executable, "-m", "tests.support.echo_backend", "--name", name, "--port", str(port)],
+        [sys.executable, "-m", "cells_dataplane.echo", "--name", name, "--port", str(port)],
         logdir,
     ).start()
     wait_http_ok(f"http://127.0.0.1:{port}/healthz")
@@ -75,46 +74,25 @@ def echo_backend(name: str, logdir: Path) -> tuple[Process, int]:
 
 
 class ConfigMapMirror:
-    """Copy ConfigMap keys to files the way a kubelet updates a volume: atomically, shortly after a change."""
+    """The data plane's own mirror (as a kubelet would mount the ConfigMaps), in a thread for the test."""
 
-    def __init__(self, kubectl: Kubectl, namespace: str, target: Path, interval: float = 0.3):
-        self.kubectl = kubectl
-        self.namespace = namespace
-        self.target = target
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.syncs = 0
+    def __init__(self, kubeconfig: Path, namespace: str, target: Path, interval: float = 0.3):
+        from kubernetes.client import ApiClient, Configuration, CoreV1Api
+        from kubernetes.config import load_kube_config
 
-    def sync_once(self) -> None:
-        for name in ("cells-topology", "cells-router-rules"):
-            cm = self.kubectl.get_or_none("configmap", name, self.namespace)
-            folder = self.target / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for key, value in ((cm or {}).get("data") or {}).items():
-                path = folder / key
-                if path.exists() and path.read_text() == value:
-                    continue
-                fd, tmp = tempfile.mkstemp(dir=folder)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(value)
-                os.replace(tmp, path)
-        self.syncs += 1
+        from cells_dataplane.mirror import Mirror
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sync_once()
-            except Exception as exc:  # keep mirroring through transient API errors
-                print(f"mirror: {exc}", file=sys.stderr)
-            self._stop.wait(self.interval)
+        configuration = Configuration()
+        load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        self.mirror = Mirror(namespace, target, core=CoreV1Api(ApiClient(configuration)))
+        self._thread = threading.Thread(target=self.mirror.run, args=(interval,), daemon=True)
 
     def start(self) -> ConfigMapMirror:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self.mirror.stop()
         self._thread.join(10)
 
 

@@ -1,6 +1,6 @@
 """A tiny cell: answers every request with JSON saying which cell it is and what it received.
 
-``python -m tests.support.echo_backend --name cell-2 --port 18002``. ``/stream?chunks=N`` streams N
+``python -m cells_dataplane.echo --name cell-2 --port 18002`` (demos and tests). ``/stream?chunks=N`` streams N
 chunks with pauses (to prove the router does not buffer); ``/slow?seconds=S`` waits before answering.
 """
 
