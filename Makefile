@@ -57,6 +57,9 @@ node: ## Node.js for the ECMAScript differential test (Debian's nodejs if none i
 test: assets node lint ## every test tier that can run here: unit, integration, e2e
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
+bench: venv ## benchmarks: the data plane (router vs direct) -> docs/benchmarks-dataplane.md
+	$(PY) -m tests.bench.dataplane
+
 demo: cluster ## control plane + CRDs + operator + samples, then show what happened
 	$(PY) -m cells_operator.demo --cluster-dir $(CLUSTER_DIR)
 

@@ -209,7 +209,18 @@ class Router:
                 response.headers[ACTION_HEADER] = decision.action
                 if decision.classify_type:
                     response.headers[TYPE_HEADER] = decision.classify_type
-                if "Content-Length" not in upstream.headers:
+                length = upstream.headers.get("Content-Length")
+                if length is not None and length.isdigit() and int(length) <= CHUNK:
+                    # A body no larger than one streaming chunk goes out with the headers in one write.
+                    response.headers.popall("Content-Length", None)
+                    small = web.Response(
+                        status=upstream.status,
+                        reason=upstream.reason,
+                        headers=response.headers,
+                        body=await upstream.read(),
+                    )
+                    return small
+                if length is None:
                     response.enable_chunked_encoding()
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_chunked(CHUNK):

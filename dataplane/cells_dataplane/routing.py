@@ -73,7 +73,15 @@ class CompiledRule:
             return dict(hit.named) if hit else None
         assert self.name_re is not None
         candidates = request.cookies if m.type == "cookie" else request.headers
+        name_groups = bool(self.name_re.group_names)
         for name, value in candidates:
+            if not name_groups:
+                if not self.name_re.test(name):
+                    continue
+                value_hit = self.value_re.search(value)
+                if value_hit is not None:
+                    return dict(value_hit.named)
+                continue
             name_hit = self.name_re.search(name)
             if name_hit is None:
                 continue

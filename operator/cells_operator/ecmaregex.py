@@ -59,6 +59,11 @@ class EcmaPattern:
     _names_to_python: tuple[tuple[str, str], ...] = ()
     _compiled: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
+    def test(self, text: str) -> bool:
+        """Like JavaScript ``RegExp.prototype.test``: whether the pattern matches anywhere (no match object)."""
+        assert self._compiled is not None
+        return self._compiled.search(to_code_units(text)) is not None
+
     def search(self, text: str) -> EcmaMatch | None:
         """Like JavaScript ``RegExp.prototype.exec`` without flags: the first match anywhere, or None."""
         assert self._compiled is not None
@@ -88,7 +93,7 @@ class EcmaMatch:
 
 def to_code_units(text: str) -> str:
     """Represent a string as JavaScript sees it: astral characters become two surrogate code units."""
-    if all(ord(c) <= 0xFFFF for c in text):
+    if text.isascii() or all(ord(c) <= 0xFFFF for c in text):
         return text
     out = []
     for c in text:
@@ -104,7 +109,7 @@ def to_code_units(text: str) -> str:
 
 def from_code_units(units: str) -> str:
     """Join surrogate pairs back into characters (lone surrogates stay as they are)."""
-    if not any(0xD800 <= ord(c) <= 0xDFFF for c in units):
+    if units.isascii() or not any(0xD800 <= ord(c) <= 0xDFFF for c in units):
         return units
     return units.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
