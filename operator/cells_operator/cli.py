@@ -26,6 +26,8 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["CELLS_TOPOLOGY_CONFIGMAP"] = args.topology_configmap
     if args.router_configmap:
         os.environ["CELLS_ROUTER_CONFIGMAP"] = args.router_configmap
+    if args.metrics_port is not None:
+        os.environ["CELLS_METRICS_PORT"] = str(args.metrics_port)
     kopf.configure(
         verbose=args.verbose,
         debug=args.debug,
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CELLS_LIVENESS_ENDPOINT"),
         help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+    run.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9090; 0 disables)")
     run.add_argument("--topology-configmap", help="records ConfigMap name (default cells-topology)")
     run.add_argument("--router-configmap", help="router rules ConfigMap name (default cells-router-rules)")
     run.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("CELLS_LOG_FORMAT", "text"))

@@ -21,6 +21,8 @@ class OperatorConfig:
     # a hand-edited or deleted ConfigMap.
     resync_seconds: float = 60.0
     conflict_retries: int = 8
+    # Prometheus /metrics port (0: not served).
+    metrics_port: int = 9090
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -30,4 +32,5 @@ class OperatorConfig:
             router_configmap=env.get("CELLS_ROUTER_CONFIGMAP", cls.router_configmap),
             debounce_seconds=float(env.get("CELLS_DEBOUNCE_SECONDS", cls.debounce_seconds)),
             resync_seconds=float(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),
+            metrics_port=int(env.get("CELLS_METRICS_PORT", cls.metrics_port)),
         )

@@ -16,6 +16,7 @@ import kopf
 from .cell import GROUP, PLURAL, VERSION
 from .config import OperatorConfig
 from .kube import Kube, load_api_client
+from .metrics import OperatorMetrics
 from .reconciler import NamespaceReconciler
 from .rule import PLURAL as RULES
 from .workers import NamespaceWorkers
@@ -39,8 +40,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     config = OperatorConfig.from_env()
     memo.config = config
     memo.kube = Kube(load_api_client())
+    memo.metrics = OperatorMetrics()
+    if config.metrics_port:
+        memo.metrics.serve(config.metrics_port)
     memo.workers = NamespaceWorkers(
-        NamespaceReconciler(memo.kube, config),
+        NamespaceReconciler(memo.kube, config, memo.metrics),
         debounce=config.debounce_seconds,
         resync=config.resync_seconds,
     )

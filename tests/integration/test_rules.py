@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.support.audit import audit_writes
 from tests.support.cells import cell_manifest, events_for, ready_condition, wait_ready, wait_reason
 from tests.support.kubectl import eventually
@@ -229,3 +231,72 @@ def test_ruleset_over_the_configmap_limit_keeps_the_previous_version(kubectl, na
     assert len(rules) == 2 + reasons.count("Published")
     assert rules[0]["match"]["regex_value"] == SESSION["match"]["regexValue"]
     assert rules[-1] == {"action": "classify", "classify": {"type": "FIRST_CELL"}}
+
+
+def test_metrics_after_real_reconciles(kubectl, namespace, operator):
+    """Prometheus metrics of the operator, scraped from its /metrics after real reconciles."""
+    import urllib.request
+
+    kubectl.apply(
+        [
+            cell_manifest("cell-1", 1, firstCell=True),
+            cell_manifest("cell-2", 2, state="Draining"),
+            cell_manifest("dup", 1),
+            rule("session", SESSION),
+            rule("catch-all", CATCH_ALL),
+            rule("broken", {**SESSION, "classify": {"type": "SESSION_PREFIX", "value": "${nope}"}}),
+        ],
+        namespace,
+    )
+    wait_ready(kubectl, "routingrule", "catch-all", namespace)
+    wait_reason(kubectl, "cell", "dup", namespace, "DuplicateId")
+
+    def scrape() -> str:
+        with urllib.request.urlopen(operator.metrics_url, timeout=5) as resp:
+            return resp.read().decode()
+
+    def value(text: str, name: str, **labels: str) -> float | None:
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if not line.startswith(name):
+                continue
+            head, _, number = line.rpartition(" ")
+            got = head[len(name) :].strip("{}")
+            exact = head.startswith(name + "{") or head == name
+            if exact and (all(f'{k}="{v}"' in got for k, v in labels.items()) or (not want and not got)):
+                return float(number)
+        return None
+
+    def converged():
+        text = scrape()
+        return (
+            text
+            if value(
+                text,
+                "cells_operator_stalled_resources",
+                namespace=namespace,
+                kind="RoutingRule",
+                reason="UnknownInterpolation",
+            )
+            == 1
+            else None
+        )
+
+    text = eventually(converged, message="metrics reflect the namespace")
+    assert value(text, "controller_runtime_reconcile_total", controller="namespace", result="success") >= 1
+    assert value(text, "controller_runtime_reconcile_time_seconds_count", controller="namespace") >= 1
+    assert value(text, "cells_operator_cells", namespace=namespace, state="Active") == 1
+    assert value(text, "cells_operator_cells", namespace=namespace, state="Draining") == 1
+    assert value(text, "cells_operator_rules", namespace=namespace, ruleset="session_token") == 2
+    assert value(text, "cells_operator_stalled_resources", namespace=namespace, kind="Cell", reason="DuplicateId") == 1
+    assert value(text, "cells_operator_publish_total", namespace=namespace, output="records") >= 1
+    assert value(text, "cells_operator_publish_total", namespace=namespace, output="router") >= 1
+    assert value(text, "cells_operator_publish_bytes", namespace=namespace, output="router") > 0
+    assert (
+        value(text, "cells_operator_publish_last_success_timestamp_seconds", namespace=namespace, output="records")
+        > 1.7e9
+    )
+    assert value(text, "cells_operator_sequence_ids_allocated", namespace=namespace) == 2 * 10**11
+    remaining = value(text, "cells_operator_sequence_ids_remaining", namespace=namespace)
+    assert remaining == pytest.approx(2**63 - 1 - 2 * 10**11, rel=1e-12)
+    assert value(text, "cells_operator_api_writes_total") > 0

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cells_operator.devcluster.cluster import free_port
+
 
 class OperatorProcess:
     def __init__(
@@ -18,6 +20,11 @@ class OperatorProcess:
         self.extra_args = extra_args or ["--standalone"]
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
+        self.metrics_port = free_port()
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self) -> None:
         env = {
@@ -25,6 +32,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "CELLS_DEBOUNCE_SECONDS": "0.2",
             "PYTHONUNBUFFERED": "1",
+            "CELLS_METRICS_PORT": str(self.metrics_port),
             **self.env,
         }
         env.pop("KUBERNETES_SERVICE_HOST", None)

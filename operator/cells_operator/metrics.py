@@ -1,0 +1,122 @@
+"""Prometheus metrics of the operator (kopf exports none).
+
+Reconcile metrics are named after controller-runtime's where they mean the same, so existing dashboards
+and alerts for Go operators apply: ``controller_runtime_reconcile_total{controller,result}``,
+``controller_runtime_reconcile_errors_total{controller}``, ``controller_runtime_reconcile_time_seconds``.
+Domain metrics are prefixed ``cells_operator_``. One reconcile pass covers a whole namespace; the
+``controller`` label is ``namespace`` for it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from .ranges import MAX_SEQUENCE_VALUE
+from .rulesets import RulesPlan
+from .topology import Topology
+
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry()
+        self.reconcile_total = Counter(
+            "controller_runtime_reconcile_total",
+            "Reconciliations per controller and result",
+            ["controller", "result"],
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "controller_runtime_reconcile_errors_total",
+            "Reconciliation errors per controller",
+            ["controller"],
+            registry=r,
+        )
+        self.reconcile_time = Histogram(
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+            ["controller"],
+            buckets=RECONCILE_BUCKETS,
+            registry=r,
+        )
+        self.cells = Gauge(
+            "cells_operator_cells", "Registered cells by namespace and state", ["namespace", "state"], registry=r
+        )
+        self.rules = Gauge(
+            "cells_operator_rules", "Published rules by namespace and ruleset", ["namespace", "ruleset"], registry=r
+        )
+        self.publishes = Counter(
+            "cells_operator_publish_total", "ConfigMap writes by output", ["namespace", "output"], registry=r
+        )
+        self.publish_bytes = Gauge(
+            "cells_operator_publish_bytes", "Size of the published ConfigMap data", ["namespace", "output"], registry=r
+        )
+        self.publish_last_success = Gauge(
+            "cells_operator_publish_last_success_timestamp_seconds",
+            "When the output was last confirmed published (written or already up to date)",
+            ["namespace", "output"],
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "cells_operator_publish_failures_total", "Failed attempts to publish", ["namespace", "output"], registry=r
+        )
+        self.conflicts = Counter(
+            "cells_operator_publish_conflicts_total",
+            "Optimistic-concurrency conflicts retried while publishing",
+            ["output"],
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "cells_operator_stalled_resources",
+            "Resources with Stalled=True by kind and reason",
+            ["namespace", "kind", "reason"],
+            registry=r,
+        )
+        self.sequence_allocated = Gauge(
+            "cells_operator_sequence_ids_allocated",
+            "IDs in live and retired sequence ranges",
+            ["namespace"],
+            registry=r,
+        )
+        self.sequence_remaining = Gauge(
+            "cells_operator_sequence_ids_remaining",
+            "IDs left above the highest range ever used (to 2^63-1)",
+            ["namespace"],
+            registry=r,
+        )
+        self.api_writes = Counter(
+            "cells_operator_api_writes_total", "Write requests sent to the API server", registry=r
+        )
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    # ----------------------------------------------------------------- domain snapshots
+    def observe_topology(self, namespace: str, topology: Topology) -> None:
+        for state in ("Active", "Draining", "Offline"):
+            self.cells.labels(namespace, state).set(sum(1 for c in topology.cells if c.state.value == state))
+        ranges = topology.all_ranges()
+        self.sequence_allocated.labels(namespace).set(sum(r.size for r in ranges))
+        self.sequence_remaining.labels(namespace).set(MAX_SEQUENCE_VALUE - max((r.maxval for r in ranges), default=0))
+
+    def observe_rules(self, namespace: str, plan: RulesPlan) -> None:
+        counts: dict[str, int] = {}
+        for verdict in plan.verdicts.values():
+            if verdict.live is not None:
+                counts[verdict.live.ruleset] = counts.get(verdict.live.ruleset, 0) + 1
+        for ruleset, count in counts.items():
+            self.rules.labels(namespace, ruleset).set(count)
+        for labels in list(self.rules._metrics):  # rulesets that disappeared go to zero
+            if labels[0] == namespace and labels[1] not in counts:
+                self.rules.labels(*labels).set(0)
+
+    def observe_stalled(self, namespace: str, kind: str, reasons: list[str]) -> None:
+        counts: dict[str, int] = {}
+        for reason in reasons:
+            counts[reason] = counts.get(reason, 0) + 1
+        for labels in list(self.stalled._metrics):
+            if labels[0] == namespace and labels[1] == kind and labels[2] not in counts:
+                self.stalled.labels(*labels).set(0)
+        for reason, count in counts.items():
+            self.stalled.labels(namespace, kind, reason).set(count)
