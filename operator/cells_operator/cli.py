@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         debug=args.debug,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    namespaces = args.namespace or []
+    namespaces = args.namespace or [n.strip() for n in os.environ.get("CELLS_NAMESPACES", "").split(",") if n.strip()]
     kopf.run(
         standalone=args.standalone,
         priority=args.priority,
