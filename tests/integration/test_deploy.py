@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.cells import cell_manifest, wait_ready
 from tests.support.kubectl import Kubectl
@@ -26,6 +27,13 @@ def test_overlay_renders_and_is_accepted_by_the_api_server(kubectl, overlay):
         kubectl("create", "namespace", ns, check=False)
     result = kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert "(server dry run)" in result.stdout
+
+
+def test_monitoring_renders(kubectl):
+    rendered = list(yaml.safe_load_all(kubectl("kustomize", str(ROOT / "deploy" / "monitoring")).stdout))
+    assert {o["kind"] for o in rendered} == {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
+    dashboard = next(o for o in rendered if o["kind"] == "ConfigMap")
+    assert json.loads(dashboard["data"]["cells-operator.json"])["uid"] == "cells-operator"
 
 
 def test_crds_apply_client_and_server_side(kubectl):
