@@ -17,6 +17,7 @@ from .cell import PLURAL as CELLS
 from .config import FINALIZER, OperatorConfig
 from .kube import ConfigMapState, Kube
 from .publish import PublishConflicts, publish_configmap
+from .ranges import SequenceRange
 from .records import TOPOLOGY_JSON, RecordsError, content_hash, parse_topology_json, render_records
 from .topology import CellObject, CellVerdict, Change, Topology, TopologyPlan, plan_topology
 
@@ -45,7 +46,21 @@ def cell_object(obj: dict[str, Any]) -> CellObject:
         generation=meta.get("generation", 1),
         deleting=bool(meta.get("deletionTimestamp")),
         created=meta.get("creationTimestamp", ""),
+        status_ranges=_status_ranges(obj),
     )
+
+
+def _status_ranges(obj: dict[str, Any]) -> tuple[SequenceRange, ...]:
+    """The ranges the Cell's status reports as published (only trusted for the same id)."""
+    status = obj.get("status") or {}
+    if status.get("registeredId") != (obj.get("spec") or {}).get("id"):
+        return ()
+    try:
+        return tuple(
+            SequenceRange(minval=int(r["minval"]), maxval=int(r["maxval"])) for r in status.get("sequenceRanges") or ()
+        )
+    except (KeyError, TypeError, ValueError):
+        return ()
 
 
 def deletion_blockers(rules: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -17,9 +17,9 @@ class OperatorConfig:
     # Quiet period after an event before a namespace is reconciled: a burst of creates becomes one
     # records write instead of one per object.
     debounce_seconds: float = 0.3
-    # Level-based safety net: every namespace is reconciled at least this often, which also restores
-    # a hand-edited or deleted ConfigMap.
-    resync_seconds: float = 60.0
+    # Level-based safety net: kopf's watch reconnects this often, starting with a full LIST that
+    # re-triggers every namespace (and pauses with kopf peering).
+    resync_seconds: int = 300
     conflict_retries: int = 8
     # Prometheus /metrics port (0: not served).
     metrics_port: int = 9090
@@ -31,6 +31,6 @@ class OperatorConfig:
             topology_configmap=env.get("CELLS_TOPOLOGY_CONFIGMAP", cls.topology_configmap),
             router_configmap=env.get("CELLS_ROUTER_CONFIGMAP", cls.router_configmap),
             debounce_seconds=float(env.get("CELLS_DEBOUNCE_SECONDS", cls.debounce_seconds)),
-            resync_seconds=float(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),
+            resync_seconds=int(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),
             metrics_port=int(env.get("CELLS_METRICS_PORT", cls.metrics_port)),
         )

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from .cell import GROUP, PLURAL, VERSION
-from .config import OperatorConfig
+from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
 from .kube import Kube, load_api_client
 from .metrics import OperatorMetrics
 from .reconciler import NamespaceReconciler
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Everything kopf could write on our objects is named under cells.dev: changing these later
     # would re-trigger handlers on every existing object.
+    config = OperatorConfig.from_env()
     settings.persistence.finalizer = "cells.dev/kopf-finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="cells.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -35,9 +36,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     # We post our own Events (one per decision); kopf's log-to-Event posting would duplicate them.
     settings.posting.enabled = False
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    config = OperatorConfig.from_env()
+    # Every watch reconnection starts with a full LIST, which re-triggers every namespace: that is the
+    # periodic resync. It pauses with kopf when a peer with a higher priority is active, so that exactly
+    # one replica acts (a timer of our own would keep running while kopf is paused).
+    settings.watching.server_timeout = config.resync_seconds
+    settings.watching.client_timeout = config.resync_seconds + 30
     memo.config = config
     memo.kube = Kube(load_api_client())
     memo.metrics = OperatorMetrics()
@@ -46,7 +49,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.workers = NamespaceWorkers(
         NamespaceReconciler(memo.kube, config, memo.metrics),
         debounce=config.debounce_seconds,
-        resync=config.resync_seconds,
     )
 
 
@@ -65,5 +67,12 @@ async def cell_event(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, RULES)
 async def routing_rule_event(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if namespace:
+        memo.workers.trigger(namespace)
+
+
+@kopf.on.event("", "v1", "configmaps", labels={MANAGED_BY_LABEL: MANAGED_BY})
+async def output_event(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Our ConfigMaps edited or deleted by someone else: reconcile, which restores the desired content."""
     if namespace:
         memo.workers.trigger(namespace)

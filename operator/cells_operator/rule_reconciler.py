@@ -15,7 +15,7 @@ from .config import OperatorConfig
 from .kube import ConfigMapState, Kube
 from .publish import publish_configmap
 from .rule import PLURAL as RULES
-from .rulesets import RuleObject, RulesError, RulesPlan, RuleVerdict, parse_published, plan_rulesets
+from .rulesets import PublishedRules, RuleObject, RulesError, RulesPlan, RuleVerdict, parse_published, plan_rulesets
 from .topology import Topology
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,17 @@ class RuleReconciler:
 
     def publish(self, namespace: str, rules: list[RuleObject], topology: Topology) -> RulesResult:
         def plan(current: ConfigMapState) -> tuple[dict[str, str], dict[str, str | None], RulesPlan]:
-            rules_plan = plan_rulesets(rules, topology, parse_published(current.data))
+            try:
+                previous = parse_published(current.data)
+            except RulesError as exc:
+                # Hand-edited into something unreadable: restore the desired content from the rules.
+                # Only the last valid versions of currently invalid rules are lost; the router keeps
+                # serving its last good file meanwhile.
+                log.warning(
+                    "%s/%s: %s; rebuilding it from the RoutingRules", namespace, self.config.router_configmap, exc
+                )
+                previous = PublishedRules()
+            rules_plan = plan_rulesets(rules, topology, previous)
             annotations: dict[str, str | None] = {HASH_ANNOTATION_PREFIX + rs: h for rs, h in rules_plan.hashes.items()}
             for key in current.annotations:  # hashes of rulesets that no longer exist go
                 if key.startswith(HASH_ANNOTATION_PREFIX) and key not in annotations:
@@ -98,26 +108,7 @@ class RuleReconciler:
         live_objs = [o for o in rule_objs if not o["metadata"].get("deletionTimestamp")]
         if not live_objs and self.kube.read_configmap(namespace, self.config.router_configmap).resource_version is None:
             return RulesResult(RulesPlan({}, {}, {}))  # no rules and nothing published: create nothing
-        try:
-            result = self.publish(namespace, [rule_object(o) for o in live_objs], topology)
-        except RulesError as exc:
-            # Someone hand-edited the router ConfigMap into something we cannot read: never overwrite it
-            # blindly (it may be what the router runs); say so on every rule and retry later.
-            for obj in live_objs:
-                meta = obj["metadata"]
-                previous = obj.get("status") or {}
-                status = {
-                    **previous,
-                    "observedGeneration": meta.get("generation", 1),
-                    "conditions": cond.merge_conditions(
-                        previous.get("conditions"),
-                        cond.stalled("RouterConfigUnreadable", str(exc)),
-                        meta.get("generation", 1),
-                    ),
-                }
-                if cond.status_differs(previous, status):
-                    self.kube.patch_status(RULES, meta["namespace"], meta["name"], status)
-            raise
+        result = self.publish(namespace, [rule_object(o) for o in live_objs], topology)
         for obj in live_objs:
             self._report(obj, result.plan.verdicts[obj["metadata"]["name"]])
         return result

@@ -94,6 +94,9 @@ class CellObject:
     generation: int = 1
     deleting: bool = False
     created: str = ""  # creationTimestamp: the order in which new cells claim ids and prefixes
+    # Ranges this cell's status says were published for it: if the records were lost (ConfigMap deleted
+    # by hand), they are re-claimed instead of allocating new ones, so IDs in use are never handed out again.
+    status_ranges: tuple[SequenceRange, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,9 @@ def _immutable(spec: CellSpec, current: CellRecord) -> Problem | None:
 
 
 def _desired_record(obj: CellObject, spec: CellSpec, current: CellRecord | None, claims: _Claims) -> CellRecord:
-    if spec.sequence_ranges:
+    if current is None and obj.status_ranges and not spec.sequence_ranges:
+        ranges = list(obj.status_ranges)
+    elif spec.sequence_ranges:
         # Keep the allocated order first, then the user's additions.
         kept = list(current.sequence_ranges) if current else []
         ranges = kept + [r for r in spec.sequence_ranges if r not in kept]
@@ -238,7 +243,7 @@ def _order(cells: Sequence[CellObject], previous: Topology) -> list[CellObject]:
     registered = sorted((c for c in cells if c.name in position), key=lambda c: position[c.name])
     new = sorted(
         (c for c in cells if c.name not in position),
-        key=lambda c: (not (c.spec or {}).get("sequenceRanges"), c.created, c.name),
+        key=lambda c: (not ((c.spec or {}).get("sequenceRanges") or c.status_ranges), c.created, c.name),
     )
     return registered + new
 
@@ -293,6 +298,9 @@ def _plan_once(previous: Topology, cells: Sequence[CellObject], blockers: Mappin
                 or check_cell_spec(spec)
                 or _conflict(spec, obj.name, claims, current)
             )
+        if spec is not None and problem is None and current is None and obj.status_ranges and not spec.sequence_ranges:
+            recovered = spec.model_copy(update={"sequence_ranges": obj.status_ranges})
+            problem = _conflict(recovered, obj.name, claims, None)
         if problem is None:
             assert spec is not None
             try:

@@ -4,7 +4,8 @@ A namespace is the unit of reconciliation because its outputs are namespace-wide
 ConfigMap, one router ConfigMap): a burst of 300 events must become a handful of writes, not 300.
 Watch events only *mark* a namespace dirty; its loop waits for a short quiet period, then
 reconciles the whole namespace from a fresh read of the API (level-based, like controller-runtime),
-so a lost or coalesced event can never leave an object unreconciled.
+so a lost or coalesced event can never leave an object unreconciled. Periodic resync comes from kopf's
+watch re-listing (which pauses under peering); ``resync`` adds a timer of its own only where wanted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class NamespaceWorkers:
         self,
         reconcile: Callable[[str], bool],
         debounce: float = 0.3,
-        resync: float = 60.0,
+        resync: float | None = None,
         max_backoff: float = 30.0,
     ):
         self._reconcile = reconcile

@@ -221,3 +221,13 @@ def test_fifty_cells_get_fifty_disjoint_ranges():
     ranges = sorted(r for c in p.records.cells for r in [(c.sequence_ranges[0].minval, c.sequence_ranges[0].maxval)])
     assert len(ranges) == 50
     assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
+
+
+def test_lost_records_are_recovered_from_cell_status_not_reallocated():
+    p1 = plan([cell("a", 1, created="1"), cell("b", 2, created="2")])
+    b_ranges = p1.records.record("b").sequence_ranges
+    # the records ConfigMap was deleted by hand; cell b's status still reports its ranges
+    recovered_b = CellObject("b", "uid-b", {"id": 2, "address": "b:8080"}, created="2", status_ranges=b_ranges)
+    p2 = plan([cell("new", 3, created="0"), recovered_b])
+    assert p2.records.record("b").sequence_ranges == b_ranges  # re-claimed, not re-allocated
+    assert p2.records.record("new").sequence_ranges[0].minval > b_ranges[0].maxval
