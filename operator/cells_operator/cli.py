@@ -17,6 +17,17 @@ import sys
 from pathlib import Path
 
 
+def peering_priority(value: str, pod_name: str) -> int:
+    """kopf pauses *every* peer when priorities are equal, so replicas must differ: a StatefulSet's
+    ordinal gives each a distinct, stable one (ordinal 0 highest)."""
+    if value != "from-pod-name":
+        return int(value)
+    head, _, ordinal = pod_name.rpartition("-")
+    if not head or not ordinal.isdigit():
+        raise SystemExit(f"--priority=from-pod-name needs POD_NAME=<name>-<ordinal>, got {pod_name!r}")
+    return 1000 - int(ordinal)
+
+
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -36,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     namespaces = args.namespace or [n.strip() for n in os.environ.get("CELLS_NAMESPACES", "").split(",") if n.strip()]
     kopf.run(
         standalone=args.standalone,
-        priority=args.priority,
+        priority=peering_priority(args.priority, os.environ.get("POD_NAME", "")),
         peering_name=args.peering_name if not args.standalone else None,
         namespaces=namespaces,
         clusterwide=not namespaces,

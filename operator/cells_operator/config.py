@@ -21,6 +21,8 @@ class OperatorConfig:
     # re-triggers every namespace (and pauses with kopf peering).
     resync_seconds: int = 300
     conflict_retries: int = 8
+    # Seconds a silent peer is still considered alive (kopf peering); the standby waits this long.
+    peering_lifetime: int = 60
     # Prometheus /metrics port (0: not served).
     metrics_port: int = 9090
 
@@ -33,4 +35,5 @@ class OperatorConfig:
             debounce_seconds=float(env.get("CELLS_DEBOUNCE_SECONDS", cls.debounce_seconds)),
             resync_seconds=int(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),
             metrics_port=int(env.get("CELLS_METRICS_PORT", cls.metrics_port)),
+            peering_lifetime=int(env.get("CELLS_PEERING_LIFETIME", cls.peering_lifetime)),
         )

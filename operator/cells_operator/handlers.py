@@ -34,6 +34,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="cells.dev", key="last-handled-configuration"
     )
+    # Peering (production overlay): how long a silent peer counts as alive; a standby takes over after it.
+    settings.peering.lifetime = config.peering_lifetime
     # We post our own Events (one per decision); kopf's log-to-Event posting would duplicate them.
     settings.posting.enabled = False
     # Every watch reconnection starts with a full LIST, which re-triggers every namespace: that is the

@@ -24,14 +24,32 @@ def test_hand_edits_and_deletions_are_restored(kubectl, namespace, operator):
     topology_before, config_before = records(kubectl, namespace)
 
     # a hand edit of the router rules, even one that makes them unreadable, is reverted
-    kubectl("patch", "configmap", "cells-router-rules", "-n", namespace, "--type=merge",
-            "-p", json.dumps({"data": {"session_token.json": "[]"}}))
-    eventually(lambda: kubectl.get("configmap", "cells-router-rules", namespace)["data"] == router_before,
-               message="router rules restored")
+    kubectl(
+        "patch",
+        "configmap",
+        "cells-router-rules",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {"session_token.json": "[]"}}),
+    )
+    eventually(
+        lambda: kubectl.get("configmap", "cells-router-rules", namespace)["data"] == router_before,
+        message="router rules restored",
+    )
 
     # a hand edit of config.toml is reverted from the records
-    kubectl("patch", "configmap", "cells-topology", "-n", namespace, "--type=merge",
-            "-p", json.dumps({"data": {"config.toml": "# emptied by hand\n"}}))
+    kubectl(
+        "patch",
+        "configmap",
+        "cells-topology",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {"config.toml": "# emptied by hand\n"}}),
+    )
     eventually(lambda: records(kubectl, namespace)[1] == config_before, message="config.toml restored")
 
     # the records deleted: rebuilt, every cell re-claims exactly its ranges (nothing re-allocated)

@@ -97,3 +97,15 @@ def test_loop_stops_when_namespace_is_empty_and_restarts_on_next_event():
 
     run(scenario())
     assert calls == ["gone", "gone"]
+
+
+def test_peering_priority_from_statefulset_ordinal():
+    import pytest
+
+    from cells_operator.cli import peering_priority
+
+    assert peering_priority("7", "") == 7
+    assert peering_priority("from-pod-name", "cells-operator-0") == 1000
+    assert peering_priority("from-pod-name", "cells-operator-1") == 999
+    with pytest.raises(SystemExit, match="POD_NAME"):
+        peering_priority("from-pod-name", "cells-operator-abc12")
