@@ -70,7 +70,7 @@ demo-down: ## stop the demo operator and the control plane
 # --- kind (needs Docker; cannot run on machines without a Docker engine) ---------------------
 e2e-kind: ## kind cluster, image built and loaded, deploy/, then tests/e2e against it
 	kind create cluster --name $(KIND_CLUSTER) --config tests/e2e/kind/cluster.yaml || true
-	docker build -t $(IMAGE) .
+	docker build --target operator -t $(IMAGE) .
 	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
 	kubectl --context kind-$(KIND_CLUSTER) apply --server-side -f crds/
 	kubectl --context kind-$(KIND_CLUSTER) apply -k deploy/overlays/dev

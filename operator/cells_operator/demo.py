@@ -215,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"==> applying the samples to namespace {ns}")
     _kubectl(kubeconfig, "create", "namespace", ns, check=False)
-    print(_kubectl(kubeconfig, "apply", "-n", ns, "-f", str(SAMPLES)), end="")
+    print(
+        _kubectl(
+            kubeconfig, "apply", "-n", ns, "-f", str(SAMPLES / "cells.yaml"), "-f", str(SAMPLES / "routingrules.yaml")
+        ),
+        end="",
+    )
 
     ok = _wait_ready(kubeconfig, ns, ["cells", "routingrules"])
     print("==> kubectl get cells,routingrules -o wide")

@@ -15,7 +15,7 @@ from tests.support.operator import OperatorProcess
 from tests.support.rules import SAMPLE_SPECS
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ["deploy/base", "deploy/overlays/dev", "deploy/overlays/production", "deploy/dataplane"]
+OVERLAYS = ["deploy/base", "deploy/overlays/dev", "deploy/overlays/production", "deploy/dataplane", "deploy/samples"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
