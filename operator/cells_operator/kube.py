@@ -25,6 +25,20 @@ log = logging.getLogger(__name__)
 COMPONENT = "cells-operator"
 
 
+def log_ref(obj: dict[str, Any]) -> dict[str, Any]:
+    """``extra=`` for a log line about ``obj``: kopf's JSON log format renders it as the ``object`` field."""
+    meta = obj.get("metadata") or {}
+    return {
+        "k8s_ref": {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        }
+    }
+
+
 class Conflict(Exception):
     """Someone else wrote the object since we read it: re-read, re-plan, retry."""
 

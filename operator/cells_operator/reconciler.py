@@ -68,6 +68,7 @@ class NamespaceReconciler:
                 self.config.router_configmap,
                 rules_result.bytes,
                 rules_result.conflicts,
+                extra={"namespace": namespace},
             )
         return bool(cell_objs or rules)
 
