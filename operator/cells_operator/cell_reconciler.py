@@ -15,7 +15,7 @@ from typing import Any
 from . import conditions as cond
 from .cell import PLURAL as CELLS
 from .config import FINALIZER, OperatorConfig
-from .kube import ConfigMapState, Kube, log_ref
+from .kube import ConfigMapState, Kube, for_each, log_ref
 from .publish import PublishConflicts, publish_configmap
 from .ranges import SequenceRange
 from .records import TOPOLOGY_JSON, RecordsError, content_hash, parse_topology_json, render_records
@@ -148,8 +148,11 @@ class CellReconciler:
         for change in result.changes:
             if change.name in by_name:
                 self.kube.post_event(by_name[change.name], change.reason, change.message, change.warning)
-        for name, verdict in result.verdicts.items():
-            self._report(by_name[name], verdict)
+        for_each(
+            list(result.verdicts.items()),
+            lambda item: self._report(by_name[item[0]], item[1]),
+            self.config.report_concurrency,
+        )
         return result
 
     def _report(self, obj: dict[str, Any], verdict: CellVerdict) -> None:

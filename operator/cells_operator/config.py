@@ -16,11 +16,15 @@ class OperatorConfig:
     router_configmap: str = "cells-router-rules"
     # Quiet period after an event before a namespace is reconciled: a burst of creates becomes one
     # records write instead of one per object.
-    debounce_seconds: float = 0.3
+    debounce_seconds: float = 0.5
+    # ... but a continuous stream of events is reconciled at least this often.
+    debounce_max_seconds: float = 10.0
     # Level-based safety net: kopf's watch reconnects this often, starting with a full LIST that
     # re-triggers every namespace (and pauses with kopf peering).
     resync_seconds: int = 300
     conflict_retries: int = 8
+    # Parallel status/finalizer/Event requests when reporting on many objects at once.
+    report_concurrency: int = 8
     # Seconds a silent peer is still considered alive (kopf peering); the standby waits this long.
     peering_lifetime: int = 60
     # Prometheus /metrics port (0: not served).
@@ -33,7 +37,9 @@ class OperatorConfig:
             topology_configmap=env.get("CELLS_TOPOLOGY_CONFIGMAP", cls.topology_configmap),
             router_configmap=env.get("CELLS_ROUTER_CONFIGMAP", cls.router_configmap),
             debounce_seconds=float(env.get("CELLS_DEBOUNCE_SECONDS", cls.debounce_seconds)),
+            debounce_max_seconds=float(env.get("CELLS_DEBOUNCE_MAX_SECONDS", cls.debounce_max_seconds)),
             resync_seconds=int(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),
             metrics_port=int(env.get("CELLS_METRICS_PORT", cls.metrics_port)),
+            report_concurrency=int(env.get("CELLS_REPORT_CONCURRENCY", cls.report_concurrency)),
             peering_lifetime=int(env.get("CELLS_PEERING_LIFETIME", cls.peering_lifetime)),
         )

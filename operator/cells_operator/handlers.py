@@ -51,6 +51,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.workers = NamespaceWorkers(
         NamespaceReconciler(memo.kube, config, memo.metrics),
         debounce=config.debounce_seconds,
+        max_delay=config.debounce_max_seconds,
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import conditions as cond
 from .config import OperatorConfig
-from .kube import ConfigMapState, Kube, log_ref
+from .kube import ConfigMapState, Kube, for_each, log_ref
 from .publish import publish_configmap
 from .rule import PLURAL as RULES
 from .rulesets import PublishedRules, RuleObject, RulesError, RulesPlan, RuleVerdict, parse_published, plan_rulesets
@@ -109,8 +109,11 @@ class RuleReconciler:
         if not live_objs and self.kube.read_configmap(namespace, self.config.router_configmap).resource_version is None:
             return RulesResult(RulesPlan({}, {}, {}))  # no rules and nothing published: create nothing
         result = self.publish(namespace, [rule_object(o) for o in live_objs], topology)
-        for obj in live_objs:
-            self._report(obj, result.plan.verdicts[obj["metadata"]["name"]])
+        for_each(
+            live_objs,
+            lambda obj: self._report(obj, result.plan.verdicts[obj["metadata"]["name"]]),
+            self.config.report_concurrency,
+        )
         return result
 
     def _report(self, obj: dict[str, Any], verdict: RuleVerdict) -> None:

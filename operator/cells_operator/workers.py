@@ -25,11 +25,13 @@ class NamespaceWorkers:
         debounce: float = 0.3,
         resync: float | None = None,
         max_backoff: float = 30.0,
+        max_delay: float = 10.0,
     ):
         self._reconcile = reconcile
         self._debounce = debounce
         self._resync = resync
         self._max_backoff = max_backoff
+        self._max_delay = max_delay
         self._dirty: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task] = {}
 
@@ -52,8 +54,7 @@ class NamespaceWorkers:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(dirty.wait(), timeout=self._resync)
-            await asyncio.sleep(self._debounce)
-            dirty.clear()
+            await self._quiet(dirty)
             try:
                 active = await asyncio.to_thread(self._reconcile, namespace)
                 failures = 0
@@ -72,6 +73,22 @@ class NamespaceWorkers:
                 )
                 await asyncio.sleep(delay)
                 dirty.set()
+
+    async def _quiet(self, dirty: asyncio.Event) -> None:
+        """Wait until no event came for ``debounce`` seconds, but never longer than ``max_delay``.
+
+        A ``kubectl apply`` of 1,000 objects is a stream of events lasting seconds; reconciling in the
+        middle of it would rewrite the status of every rule seen so far (their ruleset's hash changed)
+        on every pass. Waiting for the stream to end makes it one pass; the bound keeps a steady trickle
+        of changes from postponing work forever."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_delay
+        while True:
+            dirty.clear()
+            await asyncio.sleep(min(self._debounce, max(0.0, deadline - loop.time())))
+            if not dirty.is_set() or loop.time() >= deadline:
+                break
+        dirty.clear()
 
     async def stop(self) -> None:
         for task in self._tasks.values():

@@ -109,3 +109,24 @@ def test_peering_priority_from_statefulset_ordinal():
     assert peering_priority("from-pod-name", "cells-operator-1") == 999
     with pytest.raises(SystemExit, match="POD_NAME"):
         peering_priority("from-pod-name", "cells-operator-abc12")
+
+
+def test_continuous_events_are_reconciled_after_quiet_or_at_the_latest_after_max_delay():
+    calls = []
+
+    def reconcile(ns):
+        calls.append(ns)
+        return True
+
+    async def scenario():
+        workers = NamespaceWorkers(reconcile, debounce=0.05, max_delay=0.2)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 0.7
+        while loop.time() < end:  # an event every 10 ms: never quiet
+            workers.trigger("busy")
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        await workers.stop()
+
+    run(scenario())
+    assert 2 <= len(calls) <= 6  # bounded by max_delay, not one per event and not starved
