@@ -15,7 +15,7 @@ from typing import Any
 from . import conditions as cond
 from .cell import PLURAL as CELLS
 from .config import FINALIZER, OperatorConfig
-from .kube import ConfigMapState, Kube, for_each, log_ref
+from .kube import ConfigMapState, Kube, for_each
 from .publish import PublishConflicts, publish_configmap
 from .ranges import SequenceRange
 from .records import TOPOLOGY_JSON, RecordsError, content_hash, parse_topology_json, render_records
@@ -167,17 +167,7 @@ class CellReconciler:
             self.kube.set_finalizers(CELLS, obj, [*finalizers, FINALIZER])
         status = desired_status(verdict, meta.get("generation", 1), previous)
         if cond.status_differs(previous, status):
-            self.kube.patch_status(CELLS, meta["namespace"], meta["name"], status)
-            ready = cond.condition(status, cond.READY) or {}
-            log.info(
-                "Cell %s/%s: Ready=%s %s: %s",
-                meta["namespace"],
-                meta["name"],
-                ready.get("status"),
-                ready.get("reason"),
-                ready.get("message"),
-                extra=log_ref(obj),
-            )
+            self.kube.write_status(CELLS, obj, status)
             old_ready = cond.condition(previous, cond.READY) or {}
             if verdict.problem is not None and old_ready.get("reason") != verdict.problem.reason:
                 self.kube.post_event(obj, verdict.problem.reason, verdict.problem.message, warning=True)

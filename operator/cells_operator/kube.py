@@ -116,6 +116,23 @@ class Kube:
             raise
         return True
 
+    def write_status(self, plural: str, obj: dict[str, Any], status: dict[str, Any]) -> bool:
+        """Patch ``obj``'s status and log the Ready condition it now reports, naming the object."""
+        meta = obj["metadata"]
+        written = self.patch_status(plural, meta["namespace"], meta["name"], status)
+        ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
+        log.info(
+            "%s %s/%s: Ready=%s %s: %s",
+            obj.get("kind"),
+            meta["namespace"],
+            meta["name"],
+            ready.get("status"),
+            ready.get("reason"),
+            ready.get("message"),
+            extra=log_ref(obj),
+        )
+        return written
+
     def set_finalizers(self, plural: str, obj: dict[str, Any], finalizers: list[str]) -> bool:
         """Replace the finalizer list, guarded by resourceVersion so no other finalizer is lost."""
         meta = obj["metadata"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import conditions as cond
 from .config import OperatorConfig
-from .kube import ConfigMapState, Kube, for_each, log_ref
+from .kube import ConfigMapState, Kube, for_each
 from .publish import publish_configmap
 from .rule import PLURAL as RULES
 from .rulesets import PublishedRules, RuleObject, RulesError, RulesPlan, RuleVerdict, parse_published, plan_rulesets
@@ -122,17 +122,7 @@ class RuleReconciler:
         status = desired_status(verdict, meta.get("generation", 1), previous)
         if not cond.status_differs(previous, status):
             return
-        self.kube.patch_status(RULES, meta["namespace"], meta["name"], status)
-        ready = cond.condition(status, cond.READY) or {}
-        log.info(
-            "RoutingRule %s/%s: Ready=%s %s: %s",
-            meta["namespace"],
-            meta["name"],
-            ready.get("status"),
-            ready.get("reason"),
-            ready.get("message"),
-            extra=log_ref(obj),
-        )
+        self.kube.write_status(RULES, obj, status)
         assert verdict.live is None or verdict.ruleset is not None
         old_ready = cond.condition(previous, cond.READY) or {}
         old_live = previous.get("liveGeneration")
