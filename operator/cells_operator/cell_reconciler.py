@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from . import conditions as cond
 from .cell import PLURAL as CELLS
 from .config import FINALIZER, OperatorConfig
@@ -131,6 +133,14 @@ class CellReconciler:
             return CellsResult(None, error=str(exc))
         except PublishConflicts as exc:
             return CellsResult(None, error=str(exc))
+        except ApiException as exc:
+            if exc.status == 403 and "being terminated" in str(exc.body) and all(c.deleting for c in cells):
+                # The whole namespace is being deleted and its records are already gone: there is
+                # nothing left to publish or protect, and the finalizers must not hold the namespace.
+                return CellsResult(
+                    Topology(), verdicts={c.name: CellVerdict(c.name, None, deleting=True, release=True) for c in cells}
+                )
+            raise
         changes = out.plan.changes if out.written else []
         return CellsResult(out.plan.records, out.written, out.conflicts, out.bytes, out.plan.verdicts, changes)
 

@@ -8,6 +8,7 @@ diff-base annotations (fewer API writes, nothing to migrate).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -15,7 +16,7 @@ import kopf
 
 from .cell import GROUP, PLURAL, VERSION
 from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
-from .kube import Kube, load_api_client
+from .kube import Kube, load_api_client, wait_for_crds
 from .metrics import OperatorMetrics
 from .reconciler import NamespaceReconciler
 from .rule import PLURAL as RULES
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     # Everything kopf could write on our objects is named under cells.dev: changing these later
     # would re-trigger handlers on every existing object.
     config = OperatorConfig.from_env()
@@ -45,6 +46,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = config.resync_seconds + 30
     memo.config = config
     memo.kube = Kube(load_api_client())
+    # kopf discovers the resources it serves once, right after start-up, and only rediscovers when a CRD
+    # changes. An API server that is itself starting (e.g. restarted with the operator) may not list the
+    # CRDs yet: wait for them, or they would never be served by this process.
+    await asyncio.to_thread(wait_for_crds, memo.kube, logger)
     memo.metrics = OperatorMetrics()
     if config.metrics_port:
         memo.metrics.serve(config.metrics_port)

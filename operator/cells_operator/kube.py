@@ -58,6 +58,27 @@ def for_each(items: list[Any], action: Any, concurrency: int) -> None:
         raise errors[0]
 
 
+def wait_for_crds(kube: Kube, logger: logging.Logger, timeout: float = 120.0) -> bool:
+    """Wait until the API server's discovery lists our resources; False (logged) after ``timeout``."""
+    import time
+
+    wanted = {"cells", "routingrules"}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = kube.custom.get_api_resources(GROUP, VERSION)
+            if wanted <= {r.name for r in found.resources or []}:
+                return True
+        except Exception as exc:  # not served yet, API server starting: keep waiting
+            logger.debug("waiting for %s/%s discovery: %s", GROUP, VERSION, exc)
+        if time.monotonic() > deadline:
+            logger.warning(
+                "%s/%s is not served after %.0fs; install the CRDs (kubectl apply -f crds/)", GROUP, VERSION, timeout
+            )
+            return False
+        time.sleep(1)
+
+
 class Conflict(Exception):
     """Someone else wrote the object since we read it: re-read, re-plan, retry."""
 

@@ -259,3 +259,18 @@ def test_operator_restart_midway_reallocates_nothing(kubectl, namespace, operato
     for name, rs in seen.items():
         assert after[name] == rs, f"{name} was re-allocated"
     assert_disjoint([r for rs in after.values() for r in rs])
+
+
+def test_deleting_the_whole_namespace_is_not_held_by_finalizers(kubectl, operator):
+    """Deleting a topology's namespace deletes its first cell too: the finalizers must not hold it forever."""
+    kubectl("create", "namespace", "doomed-topology")
+    kubectl.apply([cell_manifest("first", 1, firstCell=True), cell_manifest("second", 2)], "doomed-topology")
+    wait_ready(kubectl, "cell", "first", "doomed-topology")
+    wait_ready(kubectl, "cell", "second", "doomed-topology")
+    kubectl("delete", "namespace", "doomed-topology", "--wait=false")
+    eventually(
+        lambda: kubectl("get", "namespace", "doomed-topology", check=False).returncode != 0,
+        timeout=180,
+        interval=1,
+        message="namespace gone",
+    )

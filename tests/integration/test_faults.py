@@ -75,6 +75,8 @@ def test_apiserver_restart_mid_burst_reconnects_without_operator_restart(kubectl
     cells, rules = burst(30, 100)
     kubectl.apply(cells[:15], namespace)
     kubectl.apply(rules[:50], namespace)
+    # the operator is serving (it registered a cell) and the burst is still being processed
+    eventually(lambda: len(records(kubectl, namespace)[0]["cells"]) >= 1, message="operator serving")
     control_plane.restart_apiserver()
     time.sleep(1)
     kubectl.apply(cells[15:], namespace)
