@@ -6,14 +6,12 @@ the operator validates with -- so what the operator accepted behaves here as it 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cells_operator.ecmaregex import EcmaPattern, compile_pattern
 from cells_operator.router_format import RouterRule, parse_ruleset
-
-INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+from cells_operator.rule import INTERPOLATION  # one definition of ${name}: validated there, applied here
 
 
 @dataclass(frozen=True)

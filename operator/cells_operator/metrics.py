@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .ranges import MAX_SEQUENCE_VALUE
+from .ranges import remaining_capacity
 from .rulesets import RulesPlan
 from .topology import Topology
 
@@ -98,7 +98,7 @@ class OperatorMetrics:
             self.cells.labels(namespace, state).set(sum(1 for c in topology.cells if c.state.value == state))
         ranges = topology.all_ranges()
         self.sequence_allocated.labels(namespace).set(sum(r.size for r in ranges))
-        self.sequence_remaining.labels(namespace).set(MAX_SEQUENCE_VALUE - max((r.maxval for r in ranges), default=0))
+        self.sequence_remaining.labels(namespace).set(remaining_capacity(ranges))
 
     def observe_rules(self, namespace: str, plan: RulesPlan) -> None:
         counts: dict[str, int] = {}

@@ -15,10 +15,7 @@ from tests.support.cells import cell_manifest, wait_ready
 from tests.support.dataplane import ConfigMapMirror, HttpResult, Process, echo_backend, request, wait_http_ok
 from tests.support.kubectl import eventually
 from tests.support.rules import SAMPLE_SPECS
-
-
-def rule(name: str, spec: dict) -> dict:
-    return {"apiVersion": "cells.dev/v1alpha1", "kind": "RoutingRule", "metadata": {"name": name}, "spec": spec}
+from tests.support.rules import rule_manifest as rule
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ import time
 from tests.support.cells import cell_manifest, ready_condition, records
 from tests.support.kubectl import eventually
 from tests.support.rules import CATCH_ALL, SESSION
-
-
-def rule(name: str, spec: dict) -> dict:
-    return {"apiVersion": "cells.dev/v1alpha1", "kind": "RoutingRule", "metadata": {"name": name}, "spec": spec}
+from tests.support.rules import rule_manifest as rule
 
 
 def burst(n_cells: int, n_rules: int, invalid_every: int = 0) -> tuple[list[dict], list[dict]]:

@@ -8,10 +8,7 @@ import json
 from tests.support.cells import cell_manifest, records, wait_ready
 from tests.support.kubectl import eventually
 from tests.support.rules import CATCH_ALL, SESSION
-
-
-def rule(name: str, spec: dict) -> dict:
-    return {"apiVersion": "cells.dev/v1alpha1", "kind": "RoutingRule", "metadata": {"name": name}, "spec": spec}
+from tests.support.rules import rule_manifest as rule
 
 
 def test_hand_edits_and_deletions_are_restored(kubectl, namespace, operator):

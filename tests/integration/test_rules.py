@@ -10,10 +10,7 @@ from tests.support.audit import audit_writes
 from tests.support.cells import cell_manifest, events_for, ready_condition, wait_ready, wait_reason
 from tests.support.kubectl import eventually
 from tests.support.rules import CATCH_ALL, FORCE, PATH, SESSION
-
-
-def rule(name: str, spec: dict) -> dict:
-    return {"apiVersion": "cells.dev/v1alpha1", "kind": "RoutingRule", "metadata": {"name": name}, "spec": spec}
+from tests.support.rules import rule_manifest as rule
 
 
 def published(kubectl, namespace: str, ruleset: str = "session_token") -> list | None:

@@ -14,3 +14,8 @@ FORCE = SAMPLE_SPECS["force-cell"]
 SESSION = SAMPLE_SPECS["session-cookie"]
 PATH = SAMPLE_SPECS["path-cell-id"]
 CATCH_ALL = SAMPLE_SPECS["catch-all"]
+
+
+def rule_manifest(name: str, spec: dict) -> dict:
+    """A RoutingRule object for ``kubectl apply``."""
+    return {"apiVersion": "cells.dev/v1alpha1", "kind": "RoutingRule", "metadata": {"name": name}, "spec": spec}
