@@ -19,7 +19,6 @@ from .cell import PLURAL as CELLS
 from .config import FINALIZER, OperatorConfig
 from .kube import ConfigMapState, Kube, for_each
 from .publish import PublishConflicts, publish_configmap
-from .ranges import SequenceRange
 from .records import TOPOLOGY_JSON, RecordsError, content_hash, parse_topology_json, render_records
 from .topology import CellObject, CellVerdict, Change, Topology, TopologyPlan, plan_topology
 
@@ -37,32 +36,6 @@ class CellsResult:
     verdicts: dict[str, CellVerdict] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     error: str | None = None
-
-
-def cell_object(obj: dict[str, Any]) -> CellObject:
-    meta = obj["metadata"]
-    return CellObject(
-        name=meta["name"],
-        uid=meta.get("uid", ""),
-        spec=obj.get("spec") or {},
-        generation=meta.get("generation", 1),
-        deleting=bool(meta.get("deletionTimestamp")),
-        created=meta.get("creationTimestamp", ""),
-        status_ranges=_status_ranges(obj),
-    )
-
-
-def _status_ranges(obj: dict[str, Any]) -> tuple[SequenceRange, ...]:
-    """The ranges the Cell's status reports as published (only trusted for the same id)."""
-    status = obj.get("status") or {}
-    if status.get("registeredId") != (obj.get("spec") or {}).get("id"):
-        return ()
-    try:
-        return tuple(
-            SequenceRange(minval=int(r["minval"]), maxval=int(r["maxval"])) for r in status.get("sequenceRanges") or ()
-        )
-    except (KeyError, TypeError, ValueError):
-        return ()
 
 
 def deletion_blockers(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -149,7 +122,7 @@ class CellReconciler:
             current = self.kube.read_configmap(namespace, self.config.topology_configmap)
             if current.resource_version is None:
                 return CellsResult(Topology())  # nothing registered, nothing published: create nothing
-        cells = [cell_object(o) for o in cell_objs]
+        cells = [CellObject.from_api(o) for o in cell_objs]
         result = self.publish(namespace, cells, deletion_blockers(rules))
         by_name = {o["metadata"]["name"]: o for o in cell_objs}
         if result.error is not None:

@@ -39,12 +39,27 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["CELLS_ROUTER_CONFIGMAP"] = args.router_configmap
     if args.metrics_port is not None:
         os.environ["CELLS_METRICS_PORT"] = str(args.metrics_port)
+    namespaces = args.namespace or [n.strip() for n in os.environ.get("CELLS_NAMESPACES", "").split(",") if n.strip()]
+    os.environ["CELLS_NAMESPACES"] = ",".join(namespaces)
+    for flag, env in (
+        ("webhook_listen", "CELLS_WEBHOOK_LISTEN"),
+        ("webhook_cert_dir", "CELLS_WEBHOOK_CERT_DIR"),
+        ("webhook_host", "CELLS_WEBHOOK_HOST"),
+        ("webhook_configuration", "CELLS_WEBHOOK_CONFIGURATION"),
+    ):
+        if getattr(args, flag):
+            os.environ[env] = getattr(args, flag)
+    if args.webhook_self_signed:
+        os.environ["CELLS_WEBHOOK_SELF_SIGNED"] = "true"
+    if os.environ.get("CELLS_WEBHOOK_LISTEN"):
+        from . import webhook
+
+        webhook.register()
     kopf.configure(
         verbose=args.verbose,
         debug=args.debug,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    namespaces = args.namespace or [n.strip() for n in os.environ.get("CELLS_NAMESPACES", "").split(",") if n.strip()]
     kopf.run(
         standalone=args.standalone,
         priority=peering_priority(args.priority, os.environ.get("POD_NAME", "")),
@@ -134,6 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9090; 0 disables)")
     run.add_argument("--topology-configmap", help="records ConfigMap name (default cells-topology)")
     run.add_argument("--router-configmap", help="router rules ConfigMap name (default cells-router-rules)")
+    run.add_argument(
+        "--webhook-listen",
+        help="serve the admission webhooks on host:port, e.g. 0.0.0.0:9443 (env CELLS_WEBHOOK_LISTEN; default: none)",
+    )
+    run.add_argument(
+        "--webhook-cert-dir",
+        help="folder with tls.crt, tls.key and ca.crt (default /tmp/k8s-webhook-server/serving-certs)",
+    )
+    run.add_argument(
+        "--webhook-self-signed",
+        action="store_true",
+        help="make a self-signed CA and certificate in --webhook-cert-dir (local control plane)",
+    )
+    run.add_argument("--webhook-host", help="host the API server dials (default: the listen address, or 127.0.0.1)")
+    run.add_argument(
+        "--webhook-configuration",
+        help="register the webhook configurations under this name, pointing at this process (local control plane)",
+    )
     run.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("CELLS_LOG_FORMAT", "text"))
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass
 
@@ -29,6 +30,17 @@ class OperatorConfig:
     peering_lifetime: int = 60
     # Prometheus /metrics port (0: not served).
     metrics_port: int = 9090
+    # Namespaces the operator manages (kopf patterns); empty: all. The webhook leaves the others alone.
+    namespaces: tuple[str, ...] = ()
+    # Admission webhook (ADR 0007): where to listen ("host:port"; empty: no webhook), the folder holding
+    # tls.crt / tls.key / ca.crt (cert-manager's Secret layout, kubebuilder's default path), whether to
+    # make a self-signed CA + certificate there, the host the API server dials, and -- on the local
+    # control plane -- the name under which to register the webhook configurations ourselves.
+    webhook_listen: str = ""
+    webhook_cert_dir: str = "/tmp/k8s-webhook-server/serving-certs"
+    webhook_self_signed: bool = False
+    webhook_host: str = ""
+    webhook_configuration: str = ""
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -42,4 +54,22 @@ class OperatorConfig:
             metrics_port=int(env.get("CELLS_METRICS_PORT", cls.metrics_port)),
             report_concurrency=int(env.get("CELLS_REPORT_CONCURRENCY", cls.report_concurrency)),
             peering_lifetime=int(env.get("CELLS_PEERING_LIFETIME", cls.peering_lifetime)),
+            namespaces=tuple(n.strip() for n in env.get("CELLS_NAMESPACES", "").split(",") if n.strip()),
+            webhook_listen=env.get("CELLS_WEBHOOK_LISTEN", cls.webhook_listen),
+            webhook_cert_dir=env.get("CELLS_WEBHOOK_CERT_DIR", cls.webhook_cert_dir),
+            webhook_self_signed=env.get("CELLS_WEBHOOK_SELF_SIGNED", "").lower() in ("1", "true", "yes"),
+            webhook_host=env.get("CELLS_WEBHOOK_HOST", cls.webhook_host),
+            webhook_configuration=env.get("CELLS_WEBHOOK_CONFIGURATION", cls.webhook_configuration),
         )
+
+    def manages(self, namespace: str) -> bool:
+        """Whether ``namespace`` is one of ours (kopf's glob patterns, as given to ``--namespace``)."""
+        return not self.namespaces or any(fnmatch.fnmatchcase(namespace, p) for p in self.namespaces)
+
+    @property
+    def webhook_address(self) -> tuple[str, int]:
+        """``webhook_listen`` split into (host, port); an IPv6 host may be bracketed."""
+        host, _, port = self.webhook_listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"webhook listen address {self.webhook_listen!r} must be host:port")
+        return host.strip("[]"), int(port)

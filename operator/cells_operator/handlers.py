@@ -53,6 +53,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     memo.metrics = OperatorMetrics()
     if config.metrics_port:
         memo.metrics.serve(config.metrics_port)
+    if config.webhook_listen:
+        from . import webhook
+
+        await webhook.start(settings, memo, logger)
     memo.workers = NamespaceWorkers(
         NamespaceReconciler(memo.kube, config, memo.metrics),
         debounce=config.debounce_seconds,
@@ -61,10 +65,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
 
 
 @kopf.on.cleanup()
-async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+async def shutdown(memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     workers = getattr(memo, "workers", None)
     if workers is not None:
         await workers.stop()
+    if getattr(memo, "config", None) is not None and memo.config.webhook_listen:
+        from . import webhook
+
+        await webhook.stop(memo, logger)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import AdmissionregistrationV1Api, ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from .cell import GROUP, VERSION
@@ -218,6 +218,51 @@ class Kube:
                 raise Conflict(f"configmap {namespace}/{name} changed concurrently") from exc
             raise
         return result.metadata.resource_version
+
+    # ---------------------------------------------------------------- webhook configurations
+    def apply_webhook_configuration(self, obj: dict[str, Any]) -> None:
+        """Create or replace a Validating/MutatingWebhookConfiguration (local control plane only: in a
+        cluster they come from deploy/ and the operator has no RBAC on them)."""
+        api = AdmissionregistrationV1Api(self.api)
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        create, read, replace = (
+            (
+                api.create_validating_webhook_configuration,
+                api.read_validating_webhook_configuration,
+                api.replace_validating_webhook_configuration,
+            )
+            if kind == "ValidatingWebhookConfiguration"
+            else (
+                api.create_mutating_webhook_configuration,
+                api.read_mutating_webhook_configuration,
+                api.replace_mutating_webhook_configuration,
+            )
+        )
+        self._count_write()
+        try:
+            create(obj)
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        current = read(name)
+        body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": current.metadata.resource_version}}
+        self._count_write()
+        replace(name, body)
+
+    def delete_webhook_configuration(self, kind: str, name: str) -> None:
+        api = AdmissionregistrationV1Api(self.api)
+        delete = (
+            api.delete_validating_webhook_configuration
+            if kind == "ValidatingWebhookConfiguration"
+            else api.delete_mutating_webhook_configuration
+        )
+        self._count_write()
+        try:
+            delete(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     # ---------------------------------------------------------------- events
     def post_event(self, obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:

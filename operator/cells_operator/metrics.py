@@ -88,9 +88,26 @@ class OperatorMetrics:
         self.api_writes = Counter(
             "cells_operator_api_writes_total", "Write requests sent to the API server", registry=r
         )
+        self.admission_reviews = Counter(
+            "cells_operator_admission_reviews_total",
+            "Admission reviews by webhook and result (allowed, refused, unchecked: allowed without a check)",
+            ["webhook", "result"],
+            registry=r,
+        )
+        self.admission_latency = Histogram(
+            "cells_operator_admission_review_seconds",
+            "Time to answer an admission review",
+            ["webhook"],
+            buckets=RECONCILE_BUCKETS,
+            registry=r,
+        )
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
+
+    def observe_admission(self, webhook: str, result: str, seconds: float) -> None:
+        self.admission_reviews.labels(webhook, result).inc()
+        self.admission_latency.labels(webhook).observe(seconds)
 
     # ----------------------------------------------------------------- domain snapshots
     def observe_topology(self, namespace: str, topology: Topology) -> None:

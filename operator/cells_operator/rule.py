@@ -29,6 +29,9 @@ PLURAL = "routingrules"
 KIND = "RoutingRule"
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 RULESET_NAME = re.compile(r"^[a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?$")
+# Problems that depend on the Cells rather than on the rule itself: they pass with time (the Cell
+# registers, or becomes routable again), so admission never refuses a rule for them.
+TOPOLOGY_DEPENDENT = frozenset({"CellNotFound", "CellNotRoutable"})
 
 
 class MatchType(StrEnum):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -97,6 +98,33 @@ class CellObject:
     # Ranges this cell's status says were published for it: if the records were lost (ConfigMap deleted
     # by hand), they are re-claimed instead of allocating new ones, so IDs in use are never handed out again.
     status_ranges: tuple[SequenceRange, ...] = ()
+
+    @classmethod
+    def from_api(cls, obj: Mapping[str, Any]) -> CellObject:
+        """From a Cell as the API serves it."""
+        meta = obj["metadata"]
+        return cls(
+            name=meta["name"],
+            uid=meta.get("uid", ""),
+            spec=obj.get("spec") or {},
+            generation=meta.get("generation", 1),
+            deleting=bool(meta.get("deletionTimestamp")),
+            created=meta.get("creationTimestamp", ""),
+            status_ranges=_status_ranges(obj),
+        )
+
+
+def _status_ranges(obj: Mapping[str, Any]) -> tuple[SequenceRange, ...]:
+    """The ranges the Cell's status reports as published (only trusted for the same id)."""
+    status = obj.get("status") or {}
+    if status.get("registeredId") != (obj.get("spec") or {}).get("id"):
+        return ()
+    try:
+        return tuple(
+            SequenceRange(minval=int(r["minval"]), maxval=int(r["maxval"])) for r in status.get("sequenceRanges") or ()
+        )
+    except (KeyError, TypeError, ValueError):
+        return ()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 from tests.support.audit import audit_writes
 from tests.support.cells import cell_manifest, events_for, ready_condition, wait_ready, wait_reason
 from tests.support.kubectl import eventually
+from tests.support.operator import metric_value
 from tests.support.rules import CATCH_ALL, FORCE, PATH, SESSION
 from tests.support.rules import rule_manifest as rule
 
@@ -232,8 +233,6 @@ def test_ruleset_over_the_configmap_limit_keeps_the_previous_version(kubectl, na
 
 def test_metrics_after_real_reconciles(kubectl, namespace, operator):
     """Prometheus metrics of the operator, scraped from its /metrics after real reconciles."""
-    import urllib.request
-
     kubectl.apply(
         [
             cell_manifest("cell-1", 1, firstCell=True),
@@ -248,27 +247,11 @@ def test_metrics_after_real_reconciles(kubectl, namespace, operator):
     wait_ready(kubectl, "routingrule", "catch-all", namespace)
     wait_reason(kubectl, "cell", "dup", namespace, "DuplicateId")
 
-    def scrape() -> str:
-        with urllib.request.urlopen(operator.metrics_url, timeout=5) as resp:
-            return resp.read().decode()
-
-    def value(text: str, name: str, **labels: str) -> float | None:
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in text.splitlines():
-            if not line.startswith(name):
-                continue
-            head, _, number = line.rpartition(" ")
-            got = head[len(name) :].strip("{}")
-            exact = head.startswith(name + "{") or head == name
-            if exact and (all(f'{k}="{v}"' in got for k, v in labels.items()) or (not want and not got)):
-                return float(number)
-        return None
-
     def converged():
-        text = scrape()
+        text = operator.scrape()
         return (
             text
-            if value(
+            if metric_value(
                 text,
                 "cells_operator_stalled_resources",
                 namespace=namespace,
@@ -280,20 +263,25 @@ def test_metrics_after_real_reconciles(kubectl, namespace, operator):
         )
 
     text = eventually(converged, message="metrics reflect the namespace")
-    assert value(text, "controller_runtime_reconcile_total", controller="namespace", result="success") >= 1
-    assert value(text, "controller_runtime_reconcile_time_seconds_count", controller="namespace") >= 1
-    assert value(text, "cells_operator_cells", namespace=namespace, state="Active") == 1
-    assert value(text, "cells_operator_cells", namespace=namespace, state="Draining") == 1
-    assert value(text, "cells_operator_rules", namespace=namespace, ruleset="session_token") == 2
-    assert value(text, "cells_operator_stalled_resources", namespace=namespace, kind="Cell", reason="DuplicateId") == 1
-    assert value(text, "cells_operator_publish_total", namespace=namespace, output="records") >= 1
-    assert value(text, "cells_operator_publish_total", namespace=namespace, output="router") >= 1
-    assert value(text, "cells_operator_publish_bytes", namespace=namespace, output="router") > 0
+    assert metric_value(text, "controller_runtime_reconcile_total", controller="namespace", result="success") >= 1
+    assert metric_value(text, "controller_runtime_reconcile_time_seconds_count", controller="namespace") >= 1
+    assert metric_value(text, "cells_operator_cells", namespace=namespace, state="Active") == 1
+    assert metric_value(text, "cells_operator_cells", namespace=namespace, state="Draining") == 1
+    assert metric_value(text, "cells_operator_rules", namespace=namespace, ruleset="session_token") == 2
     assert (
-        value(text, "cells_operator_publish_last_success_timestamp_seconds", namespace=namespace, output="records")
+        metric_value(text, "cells_operator_stalled_resources", namespace=namespace, kind="Cell", reason="DuplicateId")
+        == 1
+    )
+    assert metric_value(text, "cells_operator_publish_total", namespace=namespace, output="records") >= 1
+    assert metric_value(text, "cells_operator_publish_total", namespace=namespace, output="router") >= 1
+    assert metric_value(text, "cells_operator_publish_bytes", namespace=namespace, output="router") > 0
+    assert (
+        metric_value(
+            text, "cells_operator_publish_last_success_timestamp_seconds", namespace=namespace, output="records"
+        )
         > 1.7e9
     )
-    assert value(text, "cells_operator_sequence_ids_allocated", namespace=namespace) == 2 * 10**11
-    remaining = value(text, "cells_operator_sequence_ids_remaining", namespace=namespace)
+    assert metric_value(text, "cells_operator_sequence_ids_allocated", namespace=namespace) == 2 * 10**11
+    remaining = metric_value(text, "cells_operator_sequence_ids_remaining", namespace=namespace)
     assert remaining == pytest.approx(2**63 - 1 - 2 * 10**11, rel=1e-12)
-    assert value(text, "cells_operator_api_writes_total") > 0
+    assert metric_value(text, "cells_operator_api_writes_total") > 0

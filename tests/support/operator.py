@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from cells_operator.devcluster.cluster import free_port
@@ -25,6 +26,10 @@ class OperatorProcess:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
+            return resp.read().decode()
 
     def start(self) -> None:
         env = {
@@ -70,3 +75,16 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The sample ``name{labels...}`` in a Prometheus text exposition (labels may be a subset), or None."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        head, _, number = line.rpartition(" ")
+        got = head[len(name) :].strip("{}")
+        exact = head.startswith(name + "{") or head == name
+        if exact and all(f'{k}="{v}"' in got for k, v in labels.items()) and (labels or not got):
+            return float(number)
+    return None
