@@ -176,6 +176,32 @@ def _wait_ready(kubeconfig: Path, namespace: str, kinds: list[str], timeout: flo
     return False
 
 
+def _refusal(kubeconfig: Path, ns: str) -> None:
+    """Show the admission webhook at work: a Cell reusing cell 1's id is refused at apply time."""
+    binary = str(find_kubectl(log=lambda m: None))
+    duplicate = json.dumps(
+        {
+            "apiVersion": "cells.dev/v1alpha1",
+            "kind": "Cell",
+            "metadata": {"name": "cell-copy"},
+            "spec": {"id": 1, "address": "cell-copy.cells.svc:8080"},
+        }
+    )
+    print("==> a Cell that reuses id 1, applied with --dry-run=server: refused by the admission webhook")
+    for _ in range(60):
+        proc = subprocess.run(
+            [binary, f"--kubeconfig={kubeconfig}", "apply", "--dry-run=server", "-n", ns, "-f", "-"],
+            input=duplicate,
+            capture_output=True,
+            text=True,
+        )
+        if "denied the request" in proc.stderr:
+            print("    " + proc.stderr.strip())
+            return
+        time.sleep(0.5)
+    print("    (the webhook did not answer: see the operator log)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cells-operator-demo")
     parser.add_argument("--cluster-dir", default=".cluster")
@@ -208,10 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     _stop_operator(pidfile)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
+    from .devcluster.cluster import free_port
+
+    webhook = [
+        "--webhook-listen", f"127.0.0.1:{free_port()}", "--webhook-self-signed",
+        "--webhook-cert-dir", str(cluster_dir / "webhook"), "--webhook-configuration", "cells-operator",
+    ]  # fmt: skip
     pid = _spawn(
-        [sys.executable, "-m", "cells_operator.cli", "run", "--standalone"], cluster_dir / "operator.log", pidfile, env
+        [sys.executable, "-m", "cells_operator.cli", "run", "--standalone", *webhook],
+        cluster_dir / "operator.log",
+        pidfile,
+        env,
     )
-    print(f"    pid {pid}, log {cluster_dir / 'operator.log'}")
+    print(f"    pid {pid}, log {cluster_dir / 'operator.log'}; admission webhooks registered as cells-operator")
 
     print(f"==> applying the samples to namespace {ns}")
     _kubectl(kubeconfig, "create", "namespace", ns, check=False)
@@ -232,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     router = json.loads(_kubectl(kubeconfig, "get", "configmap", "cells-router-rules", "-n", ns, "-o", "json"))
     print("==> Router rules: configmap cells-router-rules, key session_token.json")
     print(router["data"]["session_token.json"])
+    _refusal(kubeconfig, ns)
     _dataplane(cluster_dir, ns, kubeconfig, pidfile)
     print("    try: curl -si -b '_gitlab_session=cell-3-abc' http://127.0.0.1:18080/ | grep -i x-cell")
     print(f"export KUBECONFIG={kubeconfig}   # to look around; `make demo-down` stops everything")

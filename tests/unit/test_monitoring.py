@@ -38,6 +38,7 @@ def test_every_alert_is_labelled_annotated_and_has_a_runbook():
         "CellsResourcesStalled",
         "CellsPublishFailing",
         "CellsSequenceRangeExhaustionAhead",
+        "CellsAdmissionUnchecked",
     }
     for alert in ALERTS:
         assert alert["labels"]["severity"] in ("critical", "warning"), alert["alert"]
