@@ -36,6 +36,13 @@ class CellsResult:
     verdicts: dict[str, CellVerdict] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     error: str | None = None
+    # Why nothing was published: RECORDS_UNREADABLE (a person must fix the ConfigMap: Stalled) or
+    # PUBLISH_FAILED (write conflicts that may clear on the next pass: Reconciling).
+    error_reason: str | None = None
+
+
+RECORDS_UNREADABLE = "RecordsUnreadable"
+PUBLISH_FAILED = "PublishFailed"
 
 
 def deletion_blockers(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -103,9 +110,9 @@ class CellReconciler:
                 self.kube, namespace, self.config.topology_configmap, plan, self.config.conflict_retries
             )
         except RecordsError as exc:
-            return CellsResult(None, error=str(exc))
+            return CellsResult(None, error=str(exc), error_reason=RECORDS_UNREADABLE)
         except PublishConflicts as exc:
-            return CellsResult(None, error=str(exc))
+            return CellsResult(None, error=str(exc), error_reason=PUBLISH_FAILED)
         except ApiException as exc:
             if exc.status == 403 and "being terminated" in str(exc.body) and all(c.deleting for c in cells):
                 # The whole namespace is being deleted and its records are already gone: there is
@@ -126,7 +133,7 @@ class CellReconciler:
         result = self.publish(namespace, cells, deletion_blockers(rules))
         by_name = {o["metadata"]["name"]: o for o in cell_objs}
         if result.error is not None:
-            self._report_unpublished(by_name, result.error)
+            self._report_unpublished(by_name, result.error_reason or PUBLISH_FAILED, result.error)
             return result
         for change in result.changes:
             if change.name in by_name:
@@ -155,13 +162,12 @@ class CellReconciler:
             if verdict.problem is not None and old_ready.get("reason") != verdict.problem.reason:
                 self.kube.post_event(obj, verdict.problem.reason, verdict.problem.message, warning=True)
 
-    def _report_unpublished(self, by_name: dict[str, dict], error: str) -> None:
+    def _report_unpublished(self, by_name: dict[str, dict], reason: str, error: str) -> None:
         """The records could not be written or read: say so on every Cell, claim nothing."""
         for obj in by_name.values():
             meta = obj["metadata"]
             previous = obj.get("status") or {}
-            reason = "RecordsUnreadable" if "not valid" in error else "PublishFailed"
-            conds = cond.stalled(reason, error) if reason == "RecordsUnreadable" else cond.reconciling(reason, error)
+            conds = cond.stalled(reason, error) if reason == RECORDS_UNREADABLE else cond.reconciling(reason, error)
             status = {
                 **previous,
                 "observedGeneration": meta.get("generation", 1),

@@ -29,6 +29,7 @@ from cells_operator.devcluster.cluster import free_port
 from cells_operator.records import render_topology_json
 from cells_operator.rule import RoutingRuleSpec, render_rule
 from cells_operator.topology import CellObject, Topology, plan_topology
+from tests.support.dataplane import router_argv, topology_service_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,40 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(
-            [
-                py,
-                "-m",
-                "cells_dataplane.topology_service",
-                "--records",
-                str(tmp / "topology.json"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ts_port),
-                "--max-age",
-                "3600",
-            ],
+            topology_service_argv(tmp / "topology.json", ts_port, max_age=3600),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(
-            [
-                py,
-                "-m",
-                "cells_dataplane.router",
-                "--rules",
-                str(tmp / "rules.json"),
-                "--topology-service",
-                f"http://127.0.0.1:{ts_port}",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(router_port),
-                "--admin-port",
-                str(admin_port),
-                "--cache-ttl",
-                "3600",
-            ],
+            router_argv(tmp / "rules.json", f"http://127.0.0.1:{ts_port}", router_port, admin_port, cache_ttl=3600),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),

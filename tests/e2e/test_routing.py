@@ -6,13 +6,21 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import sys
 
 import pytest
 
 from cells_operator.devcluster.cluster import free_port
 from tests.support.cells import cell_manifest, wait_ready
-from tests.support.dataplane import ConfigMapMirror, HttpResult, Process, echo_backend, request, wait_http_ok
+from tests.support.dataplane import (
+    ConfigMapMirror,
+    HttpResult,
+    Process,
+    echo_backend,
+    request,
+    router_argv,
+    topology_service_argv,
+    wait_http_ok,
+)
 from tests.support.kubectl import eventually
 from tests.support.rules import SAMPLE_SPECS
 from tests.support.rules import rule_manifest as rule
@@ -52,50 +60,23 @@ def stack(kubectl, namespace, running_operator, tmp_path, request):
     ts_port, router_port, admin_port = free_port(), free_port(), free_port()
     topology = Process(
         "topology-service",
-        [
-            sys.executable,
-            "-m",
-            "cells_dataplane.topology_service",
-            "--records",
-            str(mounts / "cells-topology" / "topology.json"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(ts_port),
-            "--max-age",
-            "1",
-            "--negative-max-age",
-            "1",
-            "--poll",
-            "0.2",
-        ],
+        topology_service_argv(
+            mounts / "cells-topology" / "topology.json", ts_port, max_age=1, negative_max_age=1, poll=0.2
+        ),
         logdir,
     ).start()
     router = Process(
         "router",
-        [
-            sys.executable,
-            "-m",
-            "cells_dataplane.router",
-            "--rules",
-            str(mounts / "cells-router-rules" / "session_token.json"),
-            "--topology-service",
+        router_argv(
+            mounts / "cells-router-rules" / "session_token.json",
             f"http://127.0.0.1:{ts_port}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(router_port),
-            "--admin-port",
-            str(admin_port),
-            "--cache-ttl",
-            "1",
-            "--negative-ttl",
-            "1",
-            "--poll",
-            "0.2",
-            "--upstream-timeout",
-            "2",
-        ],
+            router_port,
+            admin_port,
+            cache_ttl=1,
+            negative_ttl=1,
+            poll=0.2,
+            upstream_timeout=2,
+        ),
         logdir,
     ).start()
     procs += [topology, router]

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 
 from cells_operator.devcluster.cluster import free_port
 from cells_operator.records import render_topology_json
 from cells_operator.topology import CellObject, Topology, plan_topology
-from tests.support.dataplane import Process, echo_backend, request, wait_http_ok
+from tests.support.dataplane import Process, echo_backend, request, router_argv, topology_service_argv, wait_http_ok
 from tests.support.kubectl import eventually
 
 
@@ -44,23 +43,7 @@ def metric(text: str, name: str) -> float:
 def test_topology_service_ready_only_when_loaded_and_keeps_last_good(tmp_path):
     path = tmp_path / "topology.json"
     port = free_port()
-    ts = Process(
-        "ts",
-        [
-            sys.executable,
-            "-m",
-            "cells_dataplane.topology_service",
-            "--records",
-            str(path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--poll",
-            "0.1",
-        ],
-        tmp_path,
-    ).start()
+    ts = Process("ts", topology_service_argv(path, port, poll=0.1), tmp_path).start()
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http_ok(base + "/healthz")
@@ -90,27 +73,7 @@ def test_router_reloads_without_dropping_requests_and_rejects_bad_rulesets(tmp_p
     proxy_all = [{"action": "proxy", "proxy": {"address": f"127.0.0.1:{echo_port}"}}]
     write_atomically(rules, json.dumps(proxy_all))
     port, admin = free_port(), free_port()
-    router = Process(
-        "router",
-        [
-            sys.executable,
-            "-m",
-            "cells_dataplane.router",
-            "--rules",
-            str(rules),
-            "--topology-service",
-            "http://127.0.0.1:9",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin),
-            "--poll",
-            "0.05",
-        ],
-        tmp_path,
-    ).start()
+    router = Process("router", router_argv(rules, "http://127.0.0.1:9", port, admin, poll=0.05), tmp_path).start()
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http_ok(f"http://127.0.0.1:{admin}/readyz")

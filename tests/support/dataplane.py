@@ -51,6 +51,28 @@ class Process:
         return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _options(options: dict[str, object]) -> list[str]:
+    """``max_age=1`` -> ``--max-age 1``: the data plane CLIs' own flags, from keyword arguments."""
+    return [arg for key, value in options.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+
+
+def topology_service_argv(records: Path, port: int, **options: object) -> list[str]:
+    """``cells-topology-service`` on loopback serving ``records`` (the operator's topology.json)."""
+    return [
+        sys.executable, "-m", "cells_dataplane.topology_service",
+        "--records", str(records), "--host", "127.0.0.1", "--port", str(port), *_options(options),
+    ]  # fmt: skip
+
+
+def router_argv(rules: Path, topology_service: str, port: int, admin_port: int, **options: object) -> list[str]:
+    """``cells-router`` on loopback with one ruleset file, asking ``topology_service`` to classify."""
+    return [
+        sys.executable, "-m", "cells_dataplane.router",
+        "--rules", str(rules), "--topology-service", topology_service,
+        "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port), *_options(options),
+    ]  # fmt: skip
+
+
 def wait_http_ok(url: str, timeout: float = 30) -> None:
     def probe():
         try:
