@@ -150,8 +150,19 @@ def find_kubectl(log: Log, install: bool = True) -> Path:
     return Path("/usr/bin/kubectl")
 
 
+def ensure_openssl(log: Log, install: bool = True) -> None:
+    """The control plane's service-account keys and the webhook's self-signed certificates use ``openssl``."""
+    if shutil.which("openssl"):
+        return
+    if not install:
+        raise AssetError("openssl not found: install Debian's openssl")
+    log("openssl not found; installing Debian's openssl")
+    apt_install(["openssl"], log)
+
+
 def find_assets(build: bool = True, log: Log = _stderr) -> Assets:
     """Locate every control-plane binary, building kube-apiserver/controller-manager if allowed."""
+    ensure_openssl(log, install=build)
     etcd = find_etcd(log, install=build)
     kubectl = find_kubectl(log, install=build)
     kb = os.environ.get("KUBEBUILDER_ASSETS")
