@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,14 @@ from .cell import GROUP, VERSION
 from .cell import PLURAL as CELLS
 from .certs import ServingCert, ensure_self_signed
 from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
-from .kube import Kube
+from .kube import Kube, load_api_client
 from .records import TOPOLOGY_JSON, parse_topology_json
 from .rule import PLURAL as RULES
 from .topology import Topology
 
 log = logging.getLogger(__name__)
+# Reviews in flight at once; the API server sends them concurrently during a burst of applies.
+ADMISSION_THREADS = 4
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -90,10 +94,26 @@ class _RefusalIsNotAnError(logging.Filter):
         return not (message.startswith("Webhook ") and "failed permanently" in message and " is refused (" in message)
 
 
+@dataclass
+class AdmissionContext:
+    """What reviews run on, kept apart from the reconcile loops: a reconcile of a big namespace holds a
+    worker thread and API connections for seconds, and a review waiting behind it would time out and be
+    admitted unchecked. Reviews get their own threads and their own API client (connection pool)."""
+
+    kube: Kube
+    pool: ThreadPoolExecutor
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger) -> None:
     """Called from the startup handler when ``--webhook-listen`` is set."""
     config: OperatorConfig = memo.config
     logging.getLogger("kopf.objects").addFilter(_RefusalIsNotAnError())
+    memo.admission = AdmissionContext(
+        Kube(load_api_client()), ThreadPoolExecutor(max_workers=ADMISSION_THREADS, thread_name_prefix="admission")
+    )
     cert = await asyncio.to_thread(serving_cert, config)
     settings.admission.server = webhook_server(config, cert)
     if config.webhook_configuration:
@@ -115,6 +135,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: loggin
 async def stop(memo: kopf.Memo, logger: logging.Logger) -> None:
     """Unregister what :func:`start` registered: a stopped local operator leaves no webhook behind."""
     config: OperatorConfig = memo.config
+    admission = getattr(memo, "admission", None)
+    if admission is not None:
+        admission.pool.shutdown(wait=False, cancel_futures=True)
     if config.webhook_listen and config.webhook_configuration:
         for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
             await asyncio.to_thread(memo.kube.delete_webhook_configuration, kind, config.webhook_configuration)
@@ -156,7 +179,9 @@ async def _answer(
     new["metadata"] = meta
     started = time.monotonic()
     try:
-        review = await asyncio.to_thread(review_fn, memo.kube, config, namespace, new, dict(old) if old else None)
+        review = await memo.admission.run(
+            review_fn, memo.admission.kube, config, namespace, new, dict(old) if old else None
+        )
     except Exception as exc:
         log.warning("%s %s/%s could not be reviewed: %s", kind, namespace, meta["name"], exc)
         memo.metrics.observe_admission(hook.handler_id, "unchecked", time.monotonic() - started)
