@@ -235,3 +235,25 @@ def test_reviews_are_counted_and_a_stopped_operator_unregisters_its_webhooks(kub
     for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
         proc = kubectl("get", kind, webhook_operator.configuration, check=False)
         assert proc.returncode != 0 and "NotFound" in proc.stderr, proc.stdout
+
+
+def test_unreadable_records_stall_the_cells_and_admission_lets_changes_through_unchecked(
+    kubectl, namespace, webhook_operator
+):
+    """Records the operator cannot read are never overwritten blindly: every Cell says RecordsUnreadable
+    (Stalled), and the webhook, unable to judge, admits with a warning instead of guessing."""
+    kubectl.apply(cell_manifest("a", 1), namespace)
+    wait_ready(kubectl, "cell", "a", namespace)
+    torn = '{"cells": [{"name": "a", "id'
+    kubectl("patch", "configmap", "cells-topology", "-n", namespace, "--type", "merge",
+            "-p", json.dumps({"data": {"topology.json": torn}}))  # fmt: skip
+    stalled = wait_reason(kubectl, "cell", "a", namespace, "RecordsUnreadable")
+    assert "topology.json is not valid cells-operator records" in ready_condition(stalled)["message"]
+    proc = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(cell_manifest("b", 2)))
+    assert "could not check this Cell at admission" in proc.stderr
+    wait_reason(kubectl, "cell", "b", namespace, "RecordsUnreadable")
+    assert kubectl.get("configmap", "cells-topology", namespace)["data"]["topology.json"] == torn
+    text = webhook_operator.scrape()
+    assert (
+        metric_value(text, "cells_operator_admission_reviews_total", webhook="validate-cell", result="unchecked") >= 1
+    )
