@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cells_dataplane.routing import load_ruleset
+from cells_operator.admission import review_cell
 from cells_operator.records import parse_topology_json, render_config_toml, render_topology_json
 from cells_operator.router_format import parse_ruleset
 from cells_operator.rulesets import RuleObject, parse_published, plan_rulesets
@@ -131,3 +132,22 @@ def test_compiling_rules_never_crashes_and_output_always_loads(first, second):
         if v2.problem is not None and v2.live is not None and v1 is not None and v1.live is not None:
             assert v2.live.element == v1.live.element
     json.dumps([v.__dict__ for v in plan2.verdicts.values()], default=str)
+
+
+def as_api(name: str, spec: dict, created: str, uid: str | None = None) -> dict:
+    meta = {"name": name, "uid": uid or f"uid-{name}", "creationTimestamp": created, "generation": 1}
+    return {"metadata": meta, "spec": spec}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(existing=cells, candidate=cell_spec, name=st.sampled_from(list("abcdefghij")))
+def test_admission_and_the_status_path_never_disagree_on_a_create(existing, candidate, name):
+    """What the webhook admits, the status path registers; what it refuses, the status path would have
+    stalled with the same reason -- whatever the namespace held already."""
+    existing = [e for e in existing if e[0] != name and not e[2]]
+    records = plan_topology(Topology(), as_objects(existing)).records
+    stored = [as_api(n, s, c) for n, s, _, c in existing]
+    review = review_cell(as_api(name, candidate, "9", uid=""), None, stored, records)
+    created = CellObject(name=name, uid="uid-new", spec=candidate, created="9")
+    verdict = plan_topology(records, [*as_objects(existing), created]).verdicts[name]
+    assert (review.problem.reason if review.problem else None) == (verdict.problem.reason if verdict.problem else None)
