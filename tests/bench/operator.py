@@ -123,9 +123,18 @@ def rss_mib(pid: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="KIND:N",
+        help="run just these scenarios (e.g. routingrules:1000), print the table, and write no docs",
+    )
     args = parser.parse_args(argv)
     plain = [("cells", 10), ("cells", 100), ("routingrules", 10), ("routingrules", 100), ("routingrules", 1000)]
     with_webhooks = [("cells", 100), ("routingrules", 1000)]
+    if args.only:
+        wanted = {(kind, int(n)) for kind, _, n in (o.partition(":") for o in args.only)}
+        plain, with_webhooks = [s for s in plain if s in wanted], []
     scenarios = [(kind, n, False) for kind, n in plain] + [(kind, n, True) for kind, n in with_webhooks]
     workdir = Path(tempfile.mkdtemp(prefix="cells-bench-operator-"))
     cluster = LocalCluster.create(workdir / "cp", quiet=True).start()
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(rows[-1], flush=True)
         memory = rss_mib(operator.proc.pid)
-        webhook_memory = rss_mib(webhook_operator.proc.pid)
+        webhook_memory = rss_mib(webhook_operator.proc.pid) if webhook_operator.running() else float("nan")
     finally:
         webhook_operator.stop()
         operator.stop()
@@ -226,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['total'] / r['floor']:.2f}x | {r['after_last']:.2f} | {r['writes']:.2f} |"
         )
     table = "\n".join(lines)
+    if args.only:
+        print(table)
+        return 0
     big = next(r for r in rows if r["kind"] == "routingrules" and r["n"] == 1000 and not r["webhooks"])
     ratio = big["total"] / big["floor"]
     measured = [r for r in rows if not r["webhooks"]]
