@@ -1,11 +1,11 @@
-"""One reconcile loop per namespace: debounced, serialized, retried with backoff, resynced.
+"""One reconcile loop per namespace: debounced, serialized, retried with backoff.
 
 A namespace is the unit of reconciliation because its outputs are namespace-wide (one records
 ConfigMap, one router ConfigMap): a burst of 300 events must become a handful of writes, not 300.
 Watch events only *mark* a namespace dirty; its loop waits for a short quiet period, then
 reconciles the whole namespace from a fresh read of the API (level-based, like controller-runtime),
 so a lost or coalesced event can never leave an object unreconciled. Periodic resync comes from kopf's
-watch re-listing (which pauses under peering); ``resync`` adds a timer of its own only where wanted.
+watch re-listing, which triggers every namespace and pauses under peering; a timer of our own would not.
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ class NamespaceWorkers:
         self,
         reconcile: Callable[[str], bool],
         debounce: float = 0.3,
-        resync: float | None = None,
         max_backoff: float = 30.0,
         max_delay: float = 10.0,
     ):
         self._reconcile = reconcile
         self._debounce = debounce
-        self._resync = resync
         self._max_backoff = max_backoff
         self._max_delay = max_delay
         self._dirty: dict[str, asyncio.Event] = {}
@@ -52,15 +50,14 @@ class NamespaceWorkers:
         dirty = self._dirty[namespace]
         failures = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(dirty.wait(), timeout=self._resync)
+            await dirty.wait()
             await self._quiet(dirty)
             try:
                 active = await asyncio.to_thread(self._reconcile, namespace)
                 failures = 0
                 if not active and not dirty.is_set():
-                    # Nothing of ours left here (e.g. the namespace was deleted): stop resyncing it.
-                    # The next watch event starts a new loop.
+                    # Nothing of ours left here (e.g. the namespace was deleted): end its loop.
+                    # The next watch event starts a new one.
                     del self._tasks[namespace], self._dirty[namespace]
                     return
             except asyncio.CancelledError:

@@ -18,7 +18,7 @@ def test_burst_of_triggers_is_coalesced_into_few_reconciles():
         return True
 
     async def scenario():
-        workers = NamespaceWorkers(reconcile, debounce=0.05, resync=60)
+        workers = NamespaceWorkers(reconcile, debounce=0.05)
         for _ in range(300):
             workers.trigger("a")
             await asyncio.sleep(0)
@@ -45,7 +45,7 @@ def test_reconciles_of_one_namespace_never_overlap_and_namespaces_are_independen
         return True
 
     async def scenario():
-        workers = NamespaceWorkers(reconcile, debounce=0.01, resync=60)
+        workers = NamespaceWorkers(reconcile, debounce=0.01)
         for _ in range(10):
             workers.trigger("a")
             workers.trigger("b")
@@ -68,7 +68,7 @@ def test_failures_are_retried_with_backoff():
         return True
 
     async def scenario():
-        workers = NamespaceWorkers(reconcile, debounce=0.01, resync=60, max_backoff=0.05)
+        workers = NamespaceWorkers(reconcile, debounce=0.01, max_backoff=0.05)
         workers.trigger("a")
         await asyncio.sleep(0.5)
         await workers.stop()
@@ -86,7 +86,7 @@ def test_loop_stops_when_namespace_is_empty_and_restarts_on_next_event():
         return next(results)
 
     async def scenario():
-        workers = NamespaceWorkers(reconcile, debounce=0.01, resync=60)
+        workers = NamespaceWorkers(reconcile, debounce=0.01)
         workers.trigger("gone")
         await asyncio.sleep(0.1)
         assert workers.namespaces == []
