@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import kopf
 import pytest
 import yaml
 
@@ -20,6 +21,7 @@ from cells_operator.certs import ensure_self_signed, subject_alt_names
 from cells_operator.config import FINALIZER, OperatorConfig
 from cells_operator.ranges import DEFAULT_SEQUENCE_SIZE as SIZE
 from cells_operator.topology import CellObject, Topology, plan_topology
+from cells_operator.webhook import advertised_hosts, serving_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -239,3 +241,21 @@ def test_self_signed_certificate_chains_to_its_ca_and_names_the_hosts(tmp_path):
     assert ensure_self_signed(tmp_path, ["127.0.0.1", "localhost"]).certfile.read_bytes() == first  # reused
     assert ensure_self_signed(tmp_path, ["::1"]).certfile.read_bytes() != first  # other hosts: a new one
     assert subject_alt_names(["::1", "a.svc"]) == "IP:::1,DNS:a.svc"
+
+
+def test_the_address_the_api_server_dials():
+    assert advertised_hosts(OperatorConfig(webhook_listen="0.0.0.0:9443")) == ["127.0.0.1", "localhost"]
+    assert advertised_hosts(OperatorConfig(webhook_listen="127.0.0.1:9443")) == ["127.0.0.1"]
+    assert advertised_hosts(OperatorConfig(webhook_listen="[::1]:9443")) == ["::1"]
+    assert advertised_hosts(OperatorConfig(webhook_listen="0.0.0.0:9443", webhook_host="op.example")) == ["op.example"]
+    with pytest.raises(ValueError, match="host:port"):
+        _ = OperatorConfig(webhook_listen="9443").webhook_address
+
+
+def test_a_missing_certificate_is_a_clear_startup_error(tmp_path):
+    with pytest.raises(kopf.PermanentError, match="mount cert-manager's Secret there"):
+        serving_cert(OperatorConfig(webhook_listen="0.0.0.0:9443", webhook_cert_dir=str(tmp_path)))
+    made = serving_cert(
+        OperatorConfig(webhook_listen="127.0.0.1:9443", webhook_cert_dir=str(tmp_path), webhook_self_signed=True)
+    )
+    assert made.present() and made.cafile.name == "ca.crt"
