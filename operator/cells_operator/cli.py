@@ -6,6 +6,7 @@ Subcommands:
   cluster down   stop it
   cluster build  only find or build the control-plane binaries (once per machine)
   cluster status say whether it runs and where
+  manifests webhooks  print deploy/webhook/webhooks.yaml (the webhook configurations, from the code)
 """
 
 from __future__ import annotations
@@ -121,6 +122,16 @@ def _cluster(args: argparse.Namespace) -> int:
         return 2
 
 
+def _manifests(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .admission import DEPLOY_HEADER, deploy_webhook_configurations
+
+    docs = deploy_webhook_configurations()
+    print(DEPLOY_HEADER + "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cells-operator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -176,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("action", choices=("up", "down", "build", "status"))
     cluster.add_argument("--dir", default=".cluster", help="working folder (default .cluster)")
     cluster.set_defaults(func=_cluster)
+
+    manifests = sub.add_parser("manifests", help="print manifests generated from the code")
+    manifests.add_argument("what", choices=("webhooks",))
+    manifests.set_defaults(func=_manifests)
     return parser
 
 
