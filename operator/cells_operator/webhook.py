@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from .admission import (
     CELL_DEFAULTS_WEBHOOK,
@@ -36,7 +38,7 @@ from .admission import (
 )
 from .cell import GROUP, VERSION
 from .cell import PLURAL as CELLS
-from .certs import ServingCert, ensure_self_signed
+from .certs import CertError, ServingCert, ensure_self_signed
 from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
 from .kube import Kube, load_api_client
 from .records import TOPOLOGY_JSON, parse_topology_json
@@ -53,7 +55,10 @@ def serving_cert(config: OperatorConfig) -> ServingCert:
     """The certificate to serve: made here if asked to (local), else expected from cert-manager."""
     directory = Path(config.webhook_cert_dir)
     if config.webhook_self_signed:
-        return ensure_self_signed(directory, advertised_hosts(config))
+        try:
+            return ensure_self_signed(directory, advertised_hosts(config))
+        except (CertError, OSError) as exc:
+            raise kopf.PermanentError(f"cannot make the webhook certificate in {directory}: {exc}") from exc
     cert = ServingCert(directory)
     if not cert.present():
         raise kopf.PermanentError(
@@ -126,10 +131,25 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: loggin
             ca_bundle=cert.cafile.read_bytes(),
             labels={MANAGED_BY_LABEL: MANAGED_BY},
         ):
-            await asyncio.to_thread(memo.kube.apply_webhook_configuration, obj)
+            await _register(memo.kube, obj, logger)
         logger.info("registered the %s admission webhooks at %s", config.webhook_configuration, url)
     addr, port = config.webhook_address
     logger.info("serving admission webhooks on %s:%s with the certificate in %s", addr, port, cert.directory)
+
+
+async def _register(kube: Kube, obj: dict[str, Any], logger: logging.Logger, attempts: int = 30) -> None:
+    """Create or replace one configuration, riding out a briefly unavailable API server. Retried here
+    rather than by kopf: a failed startup handler is re-run whole, and its metrics port is taken."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await asyncio.to_thread(kube.apply_webhook_configuration, obj)
+            return
+        except (ApiException, HTTPError, OSError) as exc:
+            final = isinstance(exc, ApiException) and exc.status in (401, 403, 422)
+            if final or attempt == attempts:
+                raise kopf.PermanentError(f"cannot register {obj['kind']} {obj['metadata']['name']}: {exc}") from exc
+            logger.warning("registering %s failed (%s); retrying", obj["kind"], exc)
+            await asyncio.sleep(1.0)
 
 
 async def stop(memo: kopf.Memo, logger: logging.Logger) -> None:

@@ -264,3 +264,9 @@ def test_a_missing_certificate_is_a_clear_startup_error(tmp_path):
         OperatorConfig(webhook_listen="127.0.0.1:9443", webhook_cert_dir=str(tmp_path), webhook_self_signed=True)
     )
     assert made.present() and made.cafile.name == "ca.crt"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(kopf.PermanentError, match="cannot make the webhook certificate"):
+        serving_cert(
+            OperatorConfig(webhook_listen="127.0.0.1:1", webhook_cert_dir=str(blocked / "x"), webhook_self_signed=True)
+        )
