@@ -8,6 +8,7 @@ MutatingWebhookConfiguration the API server uses to call it -- the local-control
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -257,3 +258,15 @@ def test_unreadable_records_stall_the_cells_and_admission_lets_changes_through_u
     assert (
         metric_value(text, "cells_operator_admission_reviews_total", webhook="validate-cell", result="unchecked") >= 1
     )
+
+
+def test_the_shipped_samples_are_admitted_in_one_apply(kubectl, namespace, webhook_operator):
+    """What deploy/samples ships (and a GitOps sync applies at once) passes the webhooks as it is."""
+    samples = Path(__file__).resolve().parents[2] / "deploy" / "samples"
+    proc = kubectl(
+        "apply", "-n", namespace, "-f", str(samples / "cells.yaml"), "-f", str(samples / "routingrules.yaml")
+    )
+    assert "denied" not in proc.stderr
+    kubectl("wait", "--for=condition=Ready", "cells,routingrules", "--all", "-n", namespace, "--timeout=120s")
+    cells = kubectl.get("cells", namespace=namespace)["items"]
+    assert all(c["metadata"]["finalizers"] == [FINALIZER] for c in cells)
