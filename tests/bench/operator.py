@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 from cells_operator.config import OperatorConfig
-from cells_operator.devcluster.cluster import LocalCluster, free_port
+from cells_operator.devcluster.cluster import LocalCluster
 from tests.bench.dataplane import machine, replace_section
 from tests.support.audit import audit_writes
 from tests.support.kubectl import Kubectl
 from tests.support.operator import OperatorProcess
 from tests.support.rules import CATCH_ALL, SESSION
+from tests.support.webhook import WebhookOperator, wait_webhook_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,21 +92,10 @@ def converged(kubectl: Kubectl, namespace: str, kind: str, n: int) -> bool:
     return True
 
 
-def start_with_webhooks(operator: OperatorProcess, kubectl: Kubectl, namespaces: list[str]) -> None:
+def start_with_webhooks(operator: WebhookOperator, kubectl: Kubectl, namespaces: list[str]) -> None:
     """Start, then wait until the webhooks refuse a bad rule and the helper cells are registered."""
     operator.start()
-    bad = {
-        "apiVersion": "cells.dev/v1alpha1",
-        "kind": "RoutingRule",
-        "metadata": {"name": "probe"},
-        "spec": {"ruleset": "main", "action": "classify", "match": {"type": "path", "regexValue": "("},
-                 "classify": {"type": "FIRST_CELL"}},
-    }  # fmt: skip
-    while True:
-        probe = kubectl("apply", "--dry-run=server", "-n", namespaces[0], "-f", "-", input=json.dumps(bad), check=False)
-        if "denied the request" in probe.stderr:
-            break
-        time.sleep(0.2)
+    wait_webhook_serving(kubectl, namespaces[0])
     for ns in namespaces:
         if "routingrules" in ns:
             while not converged(kubectl, ns, "cells", 1):
@@ -153,16 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         ["--standalone", *[a for ns in unhooked for a in ("-n", ns)]],
         env={"CELLS_DEBOUNCE_SECONDS": str(OperatorConfig.debounce_seconds)},
     )
-    webhook_port = free_port()
-    webhook_operator = OperatorProcess(
+    webhook_operator = WebhookOperator(
         cluster.kubeconfig,
         workdir / "operator-webhooks.log",
-        [
-            "--standalone",
-            *[a for ns in hooked for a in ("-n", ns)],
-            *("--webhook-listen", f"127.0.0.1:{webhook_port}", "--webhook-self-signed"),
-            *("--webhook-cert-dir", str(workdir / "webhook"), "--webhook-configuration", "cells-operator"),
-        ],
+        hooked,
+        workdir / "webhook",
+        "cells-operator",
         env={"CELLS_DEBOUNCE_SECONDS": str(OperatorConfig.debounce_seconds)},
     )
     try:

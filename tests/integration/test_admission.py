@@ -13,44 +13,13 @@ from pathlib import Path
 import pytest
 
 from cells_operator.config import FINALIZER
-from cells_operator.devcluster.cluster import free_port
 from tests.support.audit import audit_writes
 from tests.support.cells import cell_manifest, ready_condition, records, wait_ready, wait_reason
 from tests.support.kubectl import Kubectl, eventually
-from tests.support.operator import OperatorProcess, metric_value
+from tests.support.operator import metric_value
 from tests.support.rules import SESSION
 from tests.support.rules import rule_manifest as rule
-
-BAD_PATTERN = {
-    "ruleset": "main",
-    "action": "classify",
-    "match": {"type": "path", "regexValue": "^/(?<x>[a-z]+"},
-    "classify": {"type": "SESSION_PREFIX", "value": "${x}"},
-}
-
-
-class WebhookOperator(OperatorProcess):
-    """The operator, scoped to one namespace, serving and registering its webhooks on loopback."""
-
-    def __init__(self, control_plane, namespace: str, tmp_path):
-        self.configuration = f"cells-test-{namespace}"[:63]
-        self.webhook_port = free_port()
-        super().__init__(
-            control_plane.kubeconfig,
-            tmp_path / "operator.log",
-            extra_args=[
-                "--standalone",
-                "-n",
-                namespace,
-                "--webhook-listen",
-                f"127.0.0.1:{self.webhook_port}",
-                "--webhook-cert-dir",
-                str(tmp_path / "webhook-certs"),
-                "--webhook-self-signed",
-                "--webhook-configuration",
-                self.configuration,
-            ],
-        )
+from tests.support.webhook import BAD_PATTERN, WebhookOperator, wait_webhook_serving
 
 
 def apply_refused(kubectl: Kubectl, manifest: dict, namespace: str) -> str:
@@ -61,24 +30,17 @@ def apply_refused(kubectl: Kubectl, manifest: dict, namespace: str) -> str:
     return proc.stderr
 
 
-def wait_webhook_serving(kubectl: Kubectl, namespace: str) -> None:
-    """Registered and answering: a server-side dry run of a bad rule is refused (and creates nothing)."""
-
-    def refused() -> bool:
-        proc = kubectl(
-            "apply", "--dry-run=server", "-n", namespace, "-f", "-",
-            input=json.dumps(rule("probe", BAD_PATTERN)), check=False,
-        )  # fmt: skip
-        return proc.returncode != 0 and "denied the request" in proc.stderr
-
-    eventually(refused, timeout=60, message="the admission webhook refusing a bad rule")
-
-
 @pytest.fixture
 def webhook_operator(control_plane, kubectl, namespace, tmp_path, request):
     if not hasattr(control_plane, "logdir"):
         pytest.skip("an external cluster's API server cannot dial the test process on 127.0.0.1")
-    proc = WebhookOperator(control_plane, namespace, tmp_path)
+    proc = WebhookOperator(
+        control_plane.kubeconfig,
+        tmp_path / "operator.log",
+        [namespace],
+        tmp_path / "webhook-certs",
+        f"cells-test-{namespace}"[:63],
+    )
     proc.start()
     try:
         wait_webhook_serving(kubectl, namespace)
