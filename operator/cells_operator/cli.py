@@ -32,17 +32,20 @@ def peering_priority(value: str, pod_name: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import (
+        handlers,  # noqa: F401  (registers the handlers)
+        webhook,
+    )
+    from .config import OperatorConfig
 
-    if args.topology_configmap:
-        os.environ["CELLS_TOPOLOGY_CONFIGMAP"] = args.topology_configmap
-    if args.router_configmap:
-        os.environ["CELLS_ROUTER_CONFIGMAP"] = args.router_configmap
     if args.metrics_port is not None:
         os.environ["CELLS_METRICS_PORT"] = str(args.metrics_port)
-    namespaces = args.namespace or [n.strip() for n in os.environ.get("CELLS_NAMESPACES", "").split(",") if n.strip()]
-    os.environ["CELLS_NAMESPACES"] = ",".join(namespaces)
+    if args.namespace:
+        os.environ["CELLS_NAMESPACES"] = ",".join(args.namespace)
+    # Flags become the environment OperatorConfig.from_env reads (the Deployment sets the same variables).
     for flag, env in (
+        ("topology_configmap", "CELLS_TOPOLOGY_CONFIGMAP"),
+        ("router_configmap", "CELLS_ROUTER_CONFIGMAP"),
         ("webhook_listen", "CELLS_WEBHOOK_LISTEN"),
         ("webhook_cert_dir", "CELLS_WEBHOOK_CERT_DIR"),
         ("webhook_host", "CELLS_WEBHOOK_HOST"),
@@ -52,9 +55,8 @@ def _run(args: argparse.Namespace) -> int:
             os.environ[env] = getattr(args, flag)
     if args.webhook_self_signed:
         os.environ["CELLS_WEBHOOK_SELF_SIGNED"] = "true"
-    if os.environ.get("CELLS_WEBHOOK_LISTEN"):
-        from . import webhook
-
+    config = OperatorConfig.from_env()  # what the startup handler will read too
+    if config.webhook_listen:
         webhook.register()
     kopf.configure(
         verbose=args.verbose,
@@ -65,8 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         standalone=args.standalone,
         priority=peering_priority(args.priority, os.environ.get("POD_NAME", "")),
         peering_name=args.peering_name if not args.standalone else None,
-        namespaces=namespaces,
-        clusterwide=not namespaces,
+        namespaces=list(config.namespaces),
+        clusterwide=not config.namespaces,
         liveness_endpoint=args.liveness,
     )
     return 0

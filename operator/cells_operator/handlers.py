@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 
+from . import webhook
 from .cell import GROUP, PLURAL, VERSION
 from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
 from .kube import Kube, load_api_client, wait_for_crds
@@ -54,8 +55,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: lo
     if config.metrics_port:
         memo.metrics.serve(config.metrics_port)
     if config.webhook_listen:
-        from . import webhook
-
         await webhook.start(settings, memo, logger)
     memo.workers = NamespaceWorkers(
         NamespaceReconciler(memo.kube, config, memo.metrics),
@@ -70,8 +69,6 @@ async def shutdown(memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     if workers is not None:
         await workers.stop()
     if getattr(memo, "config", None) is not None and memo.config.webhook_listen:
-        from . import webhook
-
         await webhook.stop(memo, logger)
 
 

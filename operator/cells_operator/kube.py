@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,8 +61,6 @@ def for_each(items: list[Any], action: Any, concurrency: int) -> None:
 
 def wait_for_crds(kube: Kube, logger: logging.Logger, timeout: float = 120.0) -> bool:
     """Wait until the API server's discovery lists our resources; False (logged) after ``timeout``."""
-    import time
-
     wanted = {"cells", "routingrules"}
     deadline = time.monotonic() + timeout
     while True:
@@ -223,46 +222,36 @@ class Kube:
     def apply_webhook_configuration(self, obj: dict[str, Any]) -> None:
         """Create or replace a Validating/MutatingWebhookConfiguration (local control plane only: in a
         cluster they come from deploy/ and the operator has no RBAC on them)."""
-        api = AdmissionregistrationV1Api(self.api)
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        create, read, replace = (
-            (
-                api.create_validating_webhook_configuration,
-                api.read_validating_webhook_configuration,
-                api.replace_validating_webhook_configuration,
-            )
-            if kind == "ValidatingWebhookConfiguration"
-            else (
-                api.create_mutating_webhook_configuration,
-                api.read_mutating_webhook_configuration,
-                api.replace_mutating_webhook_configuration,
-            )
-        )
+        api, suffix = self._webhook_api(obj["kind"])
+        name = obj["metadata"]["name"]
         self._count_write()
         try:
-            create(obj)
+            getattr(api, f"create_{suffix}")(obj)
             return
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        current = read(name)
+        current = getattr(api, f"read_{suffix}")(name)
         body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": current.metadata.resource_version}}
         self._count_write()
-        replace(name, body)
+        getattr(api, f"replace_{suffix}")(name, body)
 
     def delete_webhook_configuration(self, kind: str, name: str) -> None:
-        api = AdmissionregistrationV1Api(self.api)
-        delete = (
-            api.delete_validating_webhook_configuration
-            if kind == "ValidatingWebhookConfiguration"
-            else api.delete_mutating_webhook_configuration
-        )
+        api, suffix = self._webhook_api(kind)
         self._count_write()
         try:
-            delete(name)
+            getattr(api, f"delete_{suffix}")(name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def _webhook_api(self, kind: str) -> tuple[AdmissionregistrationV1Api, str]:
+        """The client and its method suffix for a webhook configuration kind."""
+        suffix = {
+            "ValidatingWebhookConfiguration": "validating_webhook_configuration",
+            "MutatingWebhookConfiguration": "mutating_webhook_configuration",
+        }[kind]
+        return AdmissionregistrationV1Api(self.api), suffix
 
     # ---------------------------------------------------------------- events
     def post_event(self, obj: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:

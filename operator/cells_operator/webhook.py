@@ -121,9 +121,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: loggin
     )
     cert = await asyncio.to_thread(serving_cert, config)
     settings.admission.server = webhook_server(config, cert)
+    addr, port = config.webhook_address
     if config.webhook_configuration:
         host = advertised_hosts(config)[0]
-        _, port = config.webhook_address
         url = f"https://{f'[{host}]' if ':' in host else host}:{port}"
         for obj in webhook_configurations(
             config.webhook_configuration,
@@ -133,7 +133,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: loggin
         ):
             await _register(memo.kube, obj, logger)
         logger.info("registered the %s admission webhooks at %s", config.webhook_configuration, url)
-    addr, port = config.webhook_address
     logger.info("serving admission webhooks on %s:%s with the certificate in %s", addr, port, cert.directory)
 
 
@@ -234,10 +233,11 @@ async def default_cell(body: kopf.Body, namespace: str | None, patch: kopf.Patch
     """Create every Cell of ours with the operator's finalizer (one API write fewer per Cell)."""
     if not namespace or not memo.config.manages(namespace):
         return
+    started = time.monotonic()
     finalizers = cell_finalizers_at_creation(dict(body))
     if finalizers is not None:
         patch.metadata["finalizers"] = finalizers
-    memo.metrics.observe_admission(CELL_DEFAULTS_WEBHOOK.handler_id, "allowed", 0.0)
+    memo.metrics.observe_admission(CELL_DEFAULTS_WEBHOOK.handler_id, "allowed", time.monotonic() - started)
 
 
 def register() -> None:
