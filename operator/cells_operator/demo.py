@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "--webhook-cert-dir", str(cluster_dir / "webhook"), "--webhook-configuration", "cells-operator",
     ]  # fmt: skip
     pid = _spawn(
-        [sys.executable, "-m", "cells_operator.cli", "run", "--standalone", *webhook],
+        [sys.executable, "-m", "cells_operator.cli", "run", *webhook],
         cluster_dir / "operator.log",
         pidfile,
         env,

@@ -29,6 +29,7 @@ class NamespaceReconciler:
     def __call__(self, namespace: str) -> bool:
         """Reconcile ``namespace``; False when it holds no Cells or RoutingRules (its loop may stop)."""
         started, writes_before = time.perf_counter(), self.kube.writes
+        self.metrics.reconcile_started.labels(namespace).set(time.time())
         try:
             active = self._reconcile(namespace)
         except Exception:

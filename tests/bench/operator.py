@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     operator = OperatorProcess(
         cluster.kubeconfig,
         workdir / "operator.log",
-        ["--standalone", *[a for ns in unhooked for a in ("-n", ns)]],
+        [*[a for ns in unhooked for a in ("-n", ns)]],
         env={"CELLS_DEBOUNCE_SECONDS": str(OperatorConfig.debounce_seconds)},
     )
     webhook_operator = WebhookOperator(

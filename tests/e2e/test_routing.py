@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import time
 
 import pytest
 
@@ -22,6 +23,7 @@ from tests.support.dataplane import (
     wait_http_ok,
 )
 from tests.support.kubectl import eventually
+from tests.support.operator import metric_value
 from tests.support.rules import SAMPLE_SPECS
 from tests.support.rules import rule_manifest as rule
 
@@ -195,12 +197,20 @@ def test_api_changes_move_traffic_without_restarts(stack, kubectl):
         assert p.proc.poll() is None, f"{p.name} restarted or died"
 
 
+def stale_answers(stack) -> float:
+    metrics = request(stack["admin"] + "/metrics").body.decode()
+    return metric_value(metrics, "cells_router_classify_cache_total", result="stale") or 0.0
+
+
 def test_topology_service_down_serves_cached_decisions(stack):
     warm = get(stack, cookie="_gitlab_session=cell-2-warm")
     assert warm.cell == "cell-2"
+    before = stale_answers(stack)
     stack["procs"]["topology-service"].stop()
-    r = get(stack, cookie="_gitlab_session=cell-2-warm")  # cached (stale-if-error once the TTL passed)
+    time.sleep(1.5)  # past the router's cache TTL (1 s): only stale-if-error can answer from here on
+    r = get(stack, cookie="_gitlab_session=cell-2-warm")
     assert (r.status, r.cell) == (200, "cell-2")
+    assert stale_answers(stack) == before + 1, "answered stale during the outage, not fresh from the cache"
     cold = get(stack, "/api/v4/cells/3/never-asked-before")
     assert cold.status == 503 and "topology service unavailable" in cold.body.decode()
     metrics = request(stack["admin"] + "/metrics").body.decode()

@@ -17,6 +17,7 @@ from tests.support.cells import (
     wait_reason,
 )
 from tests.support.kubectl import eventually
+from tests.support.operator import metric_value
 
 SIZE = 100_000_000_000
 
@@ -104,9 +105,21 @@ def test_unchanged_records_are_not_rewritten(kubectl, namespace, operator):
     kubectl.apply(cell_manifest("c1", 1), namespace)
     wait_ready(kubectl, "cell", "c1", namespace)
     rv = kubectl.get("configmap", "cells-topology", namespace)["metadata"]["resourceVersion"]
-    # a no-op change to the Cell (a label) triggers a reconcile that must not write the records
+    # a no-op change to the Cell (a label) triggers a reconcile that must not write anything
+    writes = metric_value(operator.scrape(), "cells_operator_api_writes_total")
     kubectl("label", "cell", "c1", "-n", namespace, "touched=yes")
-    time.sleep(2)
+    labelled = time.time()  # the label is stored: a pass that starts later reads it
+
+    def pass_after_the_label_finished():
+        m = operator.scrape()
+        started = metric_value(m, "cells_operator_reconcile_last_start_timestamp_seconds", namespace=namespace)
+        confirmed = metric_value(
+            m, "cells_operator_publish_last_success_timestamp_seconds", namespace=namespace, output="records"
+        )
+        return started > labelled and confirmed >= started and m
+
+    metrics = eventually(pass_after_the_label_finished, message="a reconcile that read the label")
+    assert metric_value(metrics, "cells_operator_api_writes_total") == writes  # it ran, and wrote nothing
     assert kubectl.get("configmap", "cells-topology", namespace)["metadata"]["resourceVersion"] == rv
 
 

@@ -350,6 +350,17 @@ class LocalCluster:
         self._start_apiserver(timeout)
         self._write_state()
 
+    def restart_etcd(self, timeout: float = 120.0) -> None:
+        """Kill and restart etcd on the same ports and data (fault-injection tests): the API server loses
+        its storage for a moment and answers errors until etcd is back."""
+        pid = self.pids.pop("etcd", None)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        self._start_etcd(timeout)
+        self._write_state()
+
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
