@@ -20,8 +20,8 @@ class OperatorConfig:
     debounce_seconds: float = 0.5
     # ... but a continuous stream of events is reconciled at least this often.
     debounce_max_seconds: float = 10.0
-    # Level-based safety net: kopf's watch reconnects this often, starting with a full LIST that
-    # re-triggers every namespace (and pauses with kopf peering).
+    # Level-based safety net (controller-runtime's SyncPeriod): every namespace seen is reconciled again
+    # this often, and the API server ends each watch request after this long (kopf resumes it).
     resync_seconds: int = 300
     conflict_retries: int = 8
     # Parallel status/finalizer/Event requests when reporting on many objects at once.

@@ -10,6 +10,7 @@ from .cell import PLURAL as CELLS
 from .cell_reconciler import CellReconciler, CellsResult
 from .config import OperatorConfig
 from .kube import Kube
+from .leader import NotLeader
 from .metrics import OperatorMetrics
 from .rule import PLURAL as RULES
 from .rule_reconciler import RuleReconciler, RulesResult
@@ -32,6 +33,8 @@ class NamespaceReconciler:
         self.metrics.reconcile_started.labels(namespace).set(time.time())
         try:
             active = self._reconcile(namespace)
+        except NotLeader:
+            raise  # not an error: the Lease moved on; the next leader reconciles
         except Exception:
             self.metrics.reconcile_errors.labels(CONTROLLER).inc()
             self.metrics.reconcile_total.labels(CONTROLLER, "error").inc()

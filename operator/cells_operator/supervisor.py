@@ -257,6 +257,13 @@ class Supervisor:
                 await self._pause(1.0)
         return 0
 
+    async def resync(self) -> None:
+        """Reconcile every namespace seen, every ``resync_seconds``: a lost event, or an output edited in
+        a way no watch reports, is corrected within that bound. The leadership gate applies as always."""
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            self.workers.trigger_all()
+
     async def watchdog(self, period: float = 5.0) -> None:
         """Log once, at ERROR, any state in which the operator has not been able to reconcile for longer
         than ``stall_after``; keep the gauges current between scrapes."""
@@ -318,7 +325,10 @@ async def serve(config: OperatorConfig, liveness: str | None = None) -> int:
         handler.addFilter(retry_log)
     memo = kopf.Memo(config=config, kube=kube, metrics=metrics, workers=workers, supervisor=supervisor)
     runner = await probes.start(health, metrics, config.metrics_port) if config.metrics_port else None
-    background: list[asyncio.Task[Any]] = [asyncio.create_task(supervisor.watchdog(), name="watchdog")]
+    background: list[asyncio.Task[Any]] = [
+        asyncio.create_task(supervisor.watchdog(), name="watchdog"),
+        asyncio.create_task(supervisor.resync(), name="resync"),
+    ]
     if elector is not None:
         background.append(asyncio.create_task(elector.run(), name="leader election"))
     try:

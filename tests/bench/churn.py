@@ -14,13 +14,12 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from cells_operator.devcluster.cluster import LocalCluster
+from tests.bench.controlplane import fresh_control_plane
 from tests.bench.dataplane import machine, replace_section
-from tests.support.kubectl import Kubectl, KubectlError, eventually
+from tests.support.kubectl import KubectlError, eventually
 from tests.support.operator import OperatorProcess
 from tests.support.rules import CATCH_ALL, SESSION
 
@@ -65,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="cells-churn-"))
-    cluster = LocalCluster.create(work / "cluster").start()
-    kubectl = Kubectl(cluster.kubeconfig)
-    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    kubectl.wait_crds(["cells.cells.dev", "routingrules.cells.dev"])
-    kubectl("create", "namespace", NS)
+    cluster, kubectl, work = fresh_control_plane("churn", (NS,))
     operator = OperatorProcess(cluster.kubeconfig, work / "operator.log", ["-n", NS])
     operator.start()
     samples: list[tuple[float, float, int]] = []

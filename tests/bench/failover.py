@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from cells_operator.devcluster.cluster import LocalCluster
+from tests.bench.controlplane import fresh_control_plane
 from tests.bench.dataplane import machine, replace_section
 from tests.support.cells import cell_manifest, ready_condition
-from tests.support.kubectl import Kubectl, eventually
+from tests.support.kubectl import eventually
 from tests.support.operator import OperatorProcess, metric_value
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,12 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="cells-failover-"))
-    cluster = LocalCluster.create(work / "cluster").start()
-    kubectl = Kubectl(cluster.kubeconfig)
-    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    kubectl.wait_crds(["cells.cells.dev", "routingrules.cells.dev"])
-    kubectl("create", "namespace", NS)
+    cluster, kubectl, work = fresh_control_plane("failover", (NS,))
     common = ["-n", NS, "--leader-elect", f"--leader-elect-namespace={NS}"]
     replicas: list[OperatorProcess] = []
     results: dict[str, list[tuple[float, float]]] = {"SIGKILL": [], "SIGTERM": []}

@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,23 +343,20 @@ class LocalCluster:
 
     def restart_apiserver(self, timeout: float = 120.0) -> None:
         """Kill and restart kube-apiserver on the same port (fault-injection tests)."""
-        pid = self.pids.pop("kube-apiserver", None)
-        if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            _reap(pid)
-        self._start_apiserver(timeout)
-        self._write_state()
+        self._restart("kube-apiserver", self._start_apiserver, timeout)
 
     def restart_etcd(self, timeout: float = 120.0) -> None:
         """Kill and restart etcd on the same ports and data (fault-injection tests): the API server loses
         its storage for a moment and answers errors until etcd is back."""
-        pid = self.pids.pop("etcd", None)
+        self._restart("etcd", self._start_etcd, timeout)
+
+    def _restart(self, name: str, start: Callable[[float], None], timeout: float) -> None:
+        pid = self.pids.pop(name, None)
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
-        self._start_etcd(timeout)
+        start(timeout)
         self._write_state()
 
     def remove(self) -> None:
