@@ -15,13 +15,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .ranges import DEFAULT_SEQUENCE_SIZE, MAX_SEQUENCE_VALUE, SequenceRange
+from .ranges import DEFAULT_SEQUENCE_SIZE, SequenceRange
 
 GROUP = "cells.dev"
 VERSION = "v1alpha1"
 PLURAL = "cells"
 KIND = "Cell"
 
+# A cell id is an int64 in the Topology Service's CellInfo; it is not drawn from the sequence space.
+MAX_CELL_ID = 2**63 - 1
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
@@ -50,7 +52,7 @@ class CellSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
-    id: int = Field(ge=1, le=MAX_SEQUENCE_VALUE)
+    id: int = Field(ge=1, le=MAX_CELL_ID)
     address: str
     session_prefix: str | None = None
     sequence_ranges: tuple[SequenceRange, ...] | None = None

@@ -4,7 +4,9 @@ Two keys, both rendered deterministically so that the same records give byte-ide
 an unchanged reconcile writes nothing:
 
 - ``config.toml``: the Topology Service's own configuration format -- one ``[[cells]]`` table per
-  *routable* registered cell (``Offline`` cells are left out), with ``[[cells.sequence_ranges]]``;
+  registered cell, whatever its state (ADR 0010: a cell's id and ranges are permanent facts of the
+  authoritative record; whether it gets traffic is a routing concern), with ``[[cells.sequence_ranges]]``
+  and, for cells with ``skipRangeValidation``, ``skip_range_validation = true`` inside each range table;
 - ``topology.json``: the full records the data plane and the operator itself read back: every
   registered cell with state and first-cell flag, retired ranges, and a monotonically increasing
   revision. This key is the operator's allocation state.
@@ -37,7 +39,7 @@ def render_config_toml(topology: Topology) -> str:
         "# changes are overwritten on the next reconcile.",
         f"# revision {topology.revision}",
     ]
-    for cell in sorted((c for c in topology.cells if c.routable), key=lambda c: c.id):
+    for cell in sorted(topology.cells, key=lambda c: c.id):
         lines += [
             "",
             "[[cells]]",
@@ -47,6 +49,8 @@ def render_config_toml(topology: Topology) -> str:
         ]
         for r in cell.sequence_ranges:
             lines += ["", "[[cells.sequence_ranges]]", f"minval = {r.minval}", f"maxval = {r.maxval}"]
+            if cell.skip_range_validation:
+                lines.append("skip_range_validation = true")
     return "\n".join(lines) + "\n"
 
 

@@ -283,5 +283,5 @@ def test_metrics_after_real_reconciles(kubectl, namespace, operator):
     )
     assert metric_value(text, "cells_operator_sequence_ids_allocated", namespace=namespace) == 2 * 10**11
     remaining = metric_value(text, "cells_operator_sequence_ids_remaining", namespace=namespace)
-    assert remaining == pytest.approx(2**63 - 1 - 2 * 10**11, rel=1e-12)
+    assert remaining == pytest.approx(2**57 - 1 - 2 * 10**11, rel=1e-12)
     assert metric_value(text, "cells_operator_api_writes_total") > 0
