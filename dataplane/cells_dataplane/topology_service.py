@@ -139,9 +139,7 @@ def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll:
             return observe(
                 "GetCell",
                 started,
-                web.json_response(
-                    status_body(INVALID_ARGUMENT, f"cell id {raw!r} is not an integer"), status=400
-                ),
+                web.json_response(status_body(INVALID_ARGUMENT, f"cell id {raw!r} is not an integer"), status=400),
             )
         cell = snapshot.by_id.get(int(raw))
         if cell is None:

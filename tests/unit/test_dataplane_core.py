@@ -89,7 +89,7 @@ def test_bad_ruleset_files_raise():
         "",
         "{}",
         '[{"action": "teleport"}]',
-        json.dumps([{"action": "proxy"}]),
+        json.dumps([{"action": "classify"}]),  # classify without its section ({"action": "proxy"} is valid)
         json.dumps([{"match": {"type": "path", "regex_value": "("}, "action": "proxy", "proxy": {"address": "a:1"}}]),
     ]:
         with pytest.raises(ValueError):

@@ -187,7 +187,7 @@ def test_draining_first_cell_rejected():
 
 
 def test_invalid_address_and_prefix_and_schema():
-    assert reason(plan([cell("a", 1, address="no-port")]), "a") == "InvalidAddress"
+    assert reason(plan([cell("a", 1, address="under_score.example")]), "a") == "InvalidAddress"
     assert reason(plan([cell("a", 1, address="host:99999")]), "a") == "InvalidAddress"
     assert reason(plan([cell("a", 1, sessionPrefix="Cell_1")]), "a") == "InvalidSessionPrefix"
     assert reason(plan([CellObject("a", "u", {"id": "x", "address": "h:1"})]), "a") == "InvalidSpec"
