@@ -226,7 +226,7 @@ def test_topology_service_api(stack):
     missing = request(
         ts + "/v1/classify", "POST", {}, json.dumps({"type": "SESSION_PREFIX", "value": "cell-9"}).encode()
     )
-    assert missing.status == 404 and missing.json() == {"code": 5, "message": "cell not found: SESSION_PREFIX cell-9"}
+    assert missing.status == 404 and missing.json() == {"code": 5, "message": 'cell not found: "cell-9"', "details": []}
     bad = request(ts + "/v1/classify", "POST", {}, b"{nope")
     assert bad.status == 400 and bad.json()["code"] == 3
     cells = request(ts + "/v1/cells").json()

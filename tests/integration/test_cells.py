@@ -121,7 +121,7 @@ BAD_INPUTS = [
         "InvalidRange",
     ),
     ("second-first", {"id": 9, "firstCell": True}, "DuplicateFirstCell"),
-    ("bad-address", {"id": 9, "address": "no-port-here"}, None),  # rejected by the CRD schema itself
+    ("bad-address", {"id": 9, "address": "::1:8080"}, None),  # rejected by the CRD schema itself (IPv6 needs [])
 ]
 
 
