@@ -121,8 +121,8 @@ def test_requests_land_on_the_right_cell(stack):
     assert r.headers["X-Cells-Router-Rule-Action"] == "classify"
     assert r.headers["X-Cells-Router-Rule-Type"] == "SESSION_PREFIX"
 
-    r = get(stack, cookie="_gitlab_session=cell-2-0123abcd; force_cell=3")
-    assert (r.cell, r.headers["X-Cells-Router-Rule-Type"]) == ("cell-3", "CELL_ID")
+    r = get(stack, cookie="_gitlab_session=cell-2-0123abcd; force-cell=cell-3")
+    assert (r.cell, r.headers["X-Cells-Router-Rule-Type"]) == ("cell-3", "SESSION_PREFIX")
 
     r = get(stack, "/api/v4/cells/3/projects?page=2")
     assert r.cell == "cell-3" and r.json()["path"] == "/api/v4/cells/3/projects" and r.json()["query"] == "page=2"
@@ -181,7 +181,7 @@ def test_api_changes_move_traffic_without_restarts(stack, kubectl):
     lands_on(stack, "cell-2b", cookie="_gitlab_session=cell-2-a")
 
     kubectl("delete", "routingrule", "force-cell", "-n", ns)
-    lands_on(stack, "cell-2b", cookie="force_cell=3; _gitlab_session=cell-2-a")  # force cookie no longer wins
+    lands_on(stack, "cell-2b", cookie="force-cell=cell-3; _gitlab_session=cell-2-a")  # force cookie no longer wins
 
     kubectl("delete", "routingrule", "catch-all", "-n", ns)
     eventually(lambda: get(stack).status == 502, timeout=30, message="no rule matches without the catch-all")
@@ -204,9 +204,9 @@ def test_topology_service_down_serves_cached_decisions(stack):
 
 def test_unreachable_and_slow_cells_are_answered_not_hung(stack):
     stack["procs"]["echo-cell-3"].stop()
-    r = get(stack, cookie="force_cell=3")
+    r = get(stack, cookie="force-cell=cell-3")
     assert r.status == 502 and "cell unreachable" in r.body.decode()
-    r = get(stack, "/slow?seconds=5", cookie="force_cell=2")
+    r = get(stack, "/slow?seconds=5", cookie="force-cell=cell-2")
     assert r.status == 504 and "timed out" in r.body.decode()
 
 

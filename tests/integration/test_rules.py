@@ -34,9 +34,9 @@ def test_gitlab_session_rules_end_to_end(kubectl, namespace, operator):
     rules = published(kubectl, namespace)
     assert rules == [
         {
-            "match": {"type": "cookie", "regex_name": "^force_cell$", "regex_value": r"^(?<cell_id>\d+)$"},
+            "match": {"type": "cookie", "regex_name": "^force-cell$", "regex_value": r"^(?<cell_name>cell-\d+)$"},
             "action": "classify",
-            "classify": {"type": "CELL_ID", "value": "${cell_id}"},
+            "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"},
         },
         {
             "match": {

@@ -50,11 +50,12 @@ def view(path="/", **headers):
     [
         (view(cookie="_gitlab_session=cell-2-abcdef"), ("classify", "SESSION_PREFIX", "cell-2", 1)),
         (view(cookie="_gitlab_session_0af=cell-12-x"), ("classify", "SESSION_PREFIX", "cell-12", 1)),
-        (view(cookie="force_cell=3; _gitlab_session=cell-2-abc"), ("classify", "CELL_ID", "3", 0)),
+        (view(cookie="force-cell=cell-3; _gitlab_session=cell-2-abc"), ("classify", "SESSION_PREFIX", "cell-3", 0)),
         (view("/api/v4/cells/3/projects"), ("classify", "CELL_ID", "3", 2)),
         (view("/"), ("classify", "FIRST_CELL", None, 3)),
         (view(cookie="_gitlab_session=bogus"), ("classify", "FIRST_CELL", None, 3)),
-        (view(cookie="force_cell=notanumber"), ("classify", "FIRST_CELL", None, 3)),
+        (view(cookie="force-cell=notacell"), ("classify", "FIRST_CELL", None, 3)),
+        (view(cookie="force_cell=cell-3"), ("classify", "FIRST_CELL", None, 3)),  # upstream's name has a dash
     ],
 )
 def test_sample_ruleset_decisions(request_view, expected):
