@@ -35,7 +35,11 @@ class CellState(StrEnum):
 
     - ``Active``: routable, may receive new organisations, may be the first cell;
     - ``Draining``: routable, receives no new organisations, never the first cell;
-    - ``Offline``: registered and its ranges kept, but not routable.
+    - ``Offline``: registered and its ranges kept, but not routable: never the first cell, never a
+      ``proxy.cellRef`` target.
+
+    Every state stays in ``config.toml``: GitLab's Topology Service knows no states, and a cell's id and
+    ranges are permanent facts of its record (ADR 0010). "Routable" is the control plane's notion only.
     """
 
     ACTIVE = "Active"
