@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 
-from tests.support.cells import cell_manifest, ready_condition, records, wait_ready, wait_reason
+import pytest
+
+from tests.support.cells import cell_manifest, events_for, ready_condition, records, wait_ready, wait_reason
 from tests.support.kubectl import eventually
+from tests.support.operator import OperatorProcess
 from tests.support.rules import rule_manifest as rule
 
 SIZE = 100_000_000_000
@@ -127,3 +130,76 @@ def test_proxy_without_address_is_published_without_proxy(kubectl, namespace, op
         {"match": {"type": "path", "regex_value": "^/-/health"}, "action": "proxy"},
         {"action": "proxy"},
     ]
+
+
+BASE = """# the platform team's Topology Service settings
+env = "production"
+
+[[serve]]
+address = ":9095"
+"""
+
+
+def base_configmap(text: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ts-base"}, "data": {"config.toml": text}}
+
+
+@pytest.fixture
+def operator_with_base(control_plane, tmp_path, request):
+    proc = OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "operator.log", ["--standalone", "--base-config-configmap", "ts-base"]
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print("\n----- operator log (tail) -----\n" + proc.log_tail(80))
+
+
+def touch(kubectl, namespace: str, name: str, value: str) -> None:
+    """Any change to a Cell reconciles its namespace now (a base ConfigMap is not watched)."""
+    kubectl("annotate", "cell", name, "-n", namespace, f"test/touch={value}", "--overwrite")
+
+
+def test_a_base_config_is_merged_and_a_bad_one_holds_the_last_published_file(kubectl, namespace, operator_with_base):
+    kubectl.apply(base_configmap(BASE), namespace)
+    kubectl.apply([cell_manifest("a", 1, firstCell=True), cell_manifest("b", 2)], namespace)
+    wait_ready(kubectl, "cell", "a", namespace)
+    wait_ready(kubectl, "cell", "b", namespace)
+    text = config_toml_text(kubectl, namespace)
+    assert text.startswith(BASE)  # their keys verbatim...
+    _, config = records(kubectl, namespace)
+    assert (config["env"], config["serve"]) == ("production", [{"address": ":9095"}])
+    assert [c["id"] for c in config["cells"]] == [1, 2]  # ...and the operator's [[cells]]
+
+    # A base that defines [[cells]] itself: Stalled with a reason and an Event, nothing published.
+    kubectl.apply(base_configmap(BASE + "\n[[cells]]\nid = 99\n"), namespace)
+    kubectl.apply(cell_manifest("c", 3), namespace)
+    obj = wait_reason(kubectl, "cell", "c", namespace, "BaseConfigDefinesCells")
+    assert ready_condition(obj)["status"] == "False"
+    assert "the last published config.toml stays" in ready_condition(obj)["message"]
+    eventually(
+        lambda: [
+            e
+            for e in events_for(kubectl, namespace, "a")
+            if e["reason"] == "BaseConfigDefinesCells" and e["type"] == "Warning"
+        ],
+        message="Warning Event",
+    )
+    assert config_toml_text(kubectl, namespace) == text  # the last published file stays
+
+    # A base that does not parse: the same, with its own reason.
+    kubectl.apply(base_configmap('env = "production'), namespace)
+    touch(kubectl, namespace, "a", "1")
+    wait_reason(kubectl, "cell", "a", namespace, "InvalidBaseConfig")
+    assert config_toml_text(kubectl, namespace) == text
+
+    # Fixed: the merge is published, with the new cell.
+    kubectl.apply(base_configmap(BASE.replace("production", "staging")), namespace)
+    touch(kubectl, namespace, "a", "2")
+    wait_ready(kubectl, "cell", "c", namespace)
+    wait_ready(kubectl, "cell", "a", namespace)
+    _, config = records(kubectl, namespace)
+    assert config["env"] == "staging"
+    assert [c["id"] for c in config["cells"]] == [1, 2, 3]

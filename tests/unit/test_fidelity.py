@@ -13,10 +13,12 @@ import yaml
 from cells_dataplane.router import UPSTREAM_ACTION_HEADER, UPSTREAM_TYPE_HEADER, rule_headers
 from cells_dataplane.routing import Decision, RequestView, load_ruleset, upstream_base
 from cells_operator.admission import review_cell
+from cells_operator.base_config import check_base
 from cells_operator.cell import ADDRESS_PATTERN, address_problem, split_address
-from cells_operator.records import render_config_toml
+from cells_operator.ranges import SequenceRange
+from cells_operator.records import render_config_toml, render_records
 from cells_operator.rule import RoutingRuleSpec, render_rule
-from cells_operator.topology import CellObject, Topology, plan_topology
+from cells_operator.topology import CellObject, CellRecord, Topology, plan_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = [
@@ -173,3 +175,65 @@ def test_rule_headers_are_upstreams(decision, headers):
     # the names GitLab Rails reads (Gitlab::HttpRouter::RuleContext)
     assert UPSTREAM_ACTION_HEADER == "X-Gitlab-Http-Router-Rule-Action"
     assert UPSTREAM_TYPE_HEADER == "X-Gitlab-Http-Router-Rule-Type"
+
+
+BASE = """# Topology Service settings, owned by the platform team
+env = "production"
+
+[[serve]]
+address = ":9095"
+grpc = true
+
+[spanner]
+database = "projects/p/instances/i/databases/topology"
+"""
+
+
+def test_base_config_is_kept_verbatim_and_the_cells_are_added():
+
+    base, problem = check_base("ts-base", {"config.toml": BASE})
+    assert problem is None
+    cell = CellRecord(
+        name="c",
+        uid="u",
+        id=2,
+        address="cell-2.gitlab.example",
+        session_prefix="cell-2",
+        state="Active",
+        sequence_ranges=(SequenceRange(minval=1, maxval=10),),
+    )
+    text = render_records(Topology(revision=3, cells=(cell,)), base)["config.toml"]
+    assert text.startswith(BASE)  # their part verbatim, comments and order included
+    doc = tomllib.loads(text)
+    assert doc["env"] == "production"
+    assert doc["serve"] == [{"address": ":9095", "grpc": True}]
+    assert doc["spanner"] == {"database": "projects/p/instances/i/databases/topology"}
+    assert doc["cells"] == [
+        {
+            "id": 2,
+            "address": "cell-2.gitlab.example",
+            "session_prefix": "cell-2",
+            "sequence_ranges": [{"minval": 1, "maxval": 10}],
+        }
+    ]
+    # an empty base is allowed: only the cells
+    assert tomllib.loads(render_records(Topology(cells=(cell,)), "")["config.toml"]) == {"cells": doc["cells"]}
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (None, "BaseConfigNotFound"),
+        ({"other.toml": "env = 1"}, "InvalidBaseConfig"),
+        ({"config.toml": "env = "}, "InvalidBaseConfig"),
+        ({"config.toml": "[[cells]]\nid = 1\n"}, "BaseConfigDefinesCells"),
+        ({"config.toml": "cells = []\n"}, "BaseConfigDefinesCells"),
+        ({"config.toml": "[cells.extra]\nx = 1\n"}, "BaseConfigDefinesCells"),
+    ],
+)
+def test_an_unusable_base_config_is_a_problem_with_a_reason(data, reason):
+
+    text, problem = check_base("ts-base", data)
+    assert text is None
+    assert problem.reason == reason
+    assert "'ts-base'" in problem.message
