@@ -6,6 +6,7 @@ the operator validates with -- so what the operator accepted behaves here as it 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -132,6 +133,7 @@ def compile_rules(rules: list[RouterRule]) -> Ruleset:
 SCHEMES = ("auto", "http", "https")
 
 
+@functools.lru_cache(maxsize=4096)  # per request on the hot path; addresses are few
 def upstream_base(address: str, scheme: str = "auto") -> str:
     """The URL prefix the router sends a request for ``address`` to (ADR 0010).
 
