@@ -72,7 +72,10 @@ def desired_status(verdict: CellVerdict, generation: int, previous: dict | None)
         conds = cond.stalled(problem.reason, f"{problem.message}. The cell is not registered.")
     else:
         assert record is not None
-        routable = "routable" if record.routable else "not routable (Offline)"
+        # Offline stays in config.toml (ADR 0010): "not routable" is the control plane's notion only.
+        routable = (
+            "routable" if record.routable else "not routable (Offline: kept in config.toml, never a proxy target)"
+        )
         conds = cond.ready(
             "Registered",
             f"cell {record.id} ({record.session_prefix}) is registered, {record.state.value} and {routable}",

@@ -52,7 +52,7 @@ def test_offline_cells_stay_in_the_authoritative_record(kubectl, namespace, oper
         message="Offline published",
     )
     obj = wait_ready(kubectl, "cell", "b", namespace)
-    assert "not routable (Offline)" in ready_condition(obj)["message"]
+    assert "Offline: kept in config.toml" in ready_condition(obj)["message"]
     _, config = records(kubectl, namespace)
     # every state: the same id, address, prefix and ranges as before, in config.toml
     assert config == before
