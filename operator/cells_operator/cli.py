@@ -38,6 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     for flag, env in (
         ("topology_configmap", "CELLS_TOPOLOGY_CONFIGMAP"),
         ("router_configmap", "CELLS_ROUTER_CONFIGMAP"),
+        ("base_config_configmap", "CELLS_BASE_CONFIGMAP"),
         ("webhook_listen", "CELLS_WEBHOOK_LISTEN"),
         ("webhook_cert_dir", "CELLS_WEBHOOK_CERT_DIR"),
         ("webhook_host", "CELLS_WEBHOOK_HOST"),
@@ -162,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--topology-configmap", help="records ConfigMap name (default cells-topology)")
     run.add_argument("--router-configmap", help="router rules ConfigMap name (default cells-router-rules)")
+    run.add_argument(
+        "--base-config-configmap",
+        help="ConfigMap (in each managed namespace) whose config.toml key is merged before the [[cells]] "
+        "(env CELLS_BASE_CONFIGMAP; default: none, config.toml holds only [[cells]])",
+    )
     run.add_argument(
         "--webhook-listen",
         help="serve the admission webhooks on host:port, e.g. 0.0.0.0:9443 (env CELLS_WEBHOOK_LISTEN; default: none)",

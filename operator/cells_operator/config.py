@@ -15,6 +15,9 @@ MANAGED_BY = "cells-operator"
 class OperatorConfig:
     topology_configmap: str = "cells-topology"
     router_configmap: str = "cells-router-rules"
+    # ConfigMap whose config.toml key is the Topology Service's own settings, merged before [[cells]]
+    # (ADR 0010); empty: config.toml holds only [[cells]].
+    base_config_configmap: str = ""
     # Quiet period after an event before a namespace is reconciled: a burst of creates becomes one
     # records write instead of one per object.
     debounce_seconds: float = 0.5
@@ -61,6 +64,7 @@ class OperatorConfig:
         return cls(
             topology_configmap=env.get("CELLS_TOPOLOGY_CONFIGMAP", cls.topology_configmap),
             router_configmap=env.get("CELLS_ROUTER_CONFIGMAP", cls.router_configmap),
+            base_config_configmap=env.get("CELLS_BASE_CONFIGMAP", cls.base_config_configmap),
             debounce_seconds=float(env.get("CELLS_DEBOUNCE_SECONDS", cls.debounce_seconds)),
             debounce_max_seconds=float(env.get("CELLS_DEBOUNCE_MAX_SECONDS", cls.debounce_max_seconds)),
             resync_seconds=int(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),

@@ -81,7 +81,7 @@ class OperatorMetrics:
         )
         self.sequence_remaining = Gauge(
             "cells_operator_sequence_ids_remaining",
-            "IDs left above the highest range ever used (to 2^63-1)",
+            "IDs left above the highest range ever used (to 2^57-1, the 57-bit ID sequence)",
             ["namespace"],
             registry=r,
         )

@@ -61,8 +61,11 @@ def test_topology_service_ready_only_when_loaded_and_keeps_last_good(tmp_path):
         assert classify(base, "CELL_ID", "2").json()["proxy"]["address"] == "b:2"  # last good kept
         assert "keeping the last good version" in ts.logfile.read_text()
 
-        write_atomically(path, records((1, "a:1", "Active"), (2, "b:2", "Offline")))
-        eventually(lambda: classify(base, "CELL_ID", "2").status == 404, message="Offline cell unroutable")
+        # Offline cells are classified like the others, as GitLab's Topology Service does (ADR 0010)
+        write_atomically(path, records((1, "a:1", "Active"), (2, "b:3", "Offline")))
+        eventually(lambda: classify(base, "CELL_ID", "2").json()["proxy"]["address"] == "b:3", message="reloaded")
+        missing = classify(base, "CELL_ID", "9")
+        assert (missing.status, missing.json()) == (404, {"code": 5, "message": 'cell not found: "9"', "details": []})
     finally:
         ts.stop()
 
