@@ -204,14 +204,19 @@ def test_cache_positive_negative_ttl_and_stale_if_error():
 def test_cache_single_flight():
     calls = []
 
-    async def fetch(kind, value):
-        calls.append(value)
-        await asyncio.sleep(0.05)
-        return ServiceAnswer("a:1", "max-age=60")
-
     async def scenario():
+        answered = asyncio.Event()
+
+        async def fetch(kind, value):
+            calls.append(value)
+            await answered.wait()  # the Topology Service answers only once all 50 lookups are waiting
+            return ServiceAnswer("a:1", "max-age=60")
+
         cache = ClassifyCache(fetch)
-        results = await asyncio.gather(*(cache.resolve("FIRST_CELL", None) for _ in range(50)))
+        lookups = [asyncio.create_task(cache.resolve("FIRST_CELL", None)) for _ in range(50)]
+        await asyncio.sleep(0)  # every lookup has started and found the one in flight
+        answered.set()
+        results = await asyncio.gather(*lookups)
         assert {r.address for r in results} == {"a:1"}
 
     asyncio.run(scenario())
