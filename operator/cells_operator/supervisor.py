@@ -264,15 +264,37 @@ class Supervisor:
             await asyncio.sleep(self.config.resync_seconds)
             self.workers.trigger_all()
 
-    async def watchdog(self, period: float = 5.0) -> None:
+    async def watchdog(self, period: float = 5.0, crd_check_every: int = 6) -> None:
         """Log once, at ERROR, any state in which the operator has not been able to reconcile for longer
-        than ``stall_after``; keep the gauges current between scrapes."""
+        than ``stall_after``; keep the gauges current between scrapes; and every ``crd_check_every``
+        periods make sure the CRDs are still installed -- kopf stops watching a deleted CRD without a word
+        and resumes when it comes back, so without this check a deleted CRD would be silent."""
+        ticks = 0
         while True:
             now = self.clock()
             for reason, blocker in self.health.overdue(now):
                 log.error("not reconciling for %.0fs (%s): %s", now - blocker.since, reason, blocker.message)
             probes.refresh(self.health, self.metrics, now)
+            ticks += 1
+            if ticks % crd_check_every == 0 and STARTING not in self.health.blockers:
+                await self.check_crds()
             await asyncio.sleep(period)
+
+    async def check_crds(self) -> None:
+        try:
+            missing, _ = await asyncio.to_thread(self._crds_served)
+        except Exception as exc:
+            self.api_error(error_code(exc), f"checking the CRDs: {exc}")
+            return
+        if missing:
+            message = (
+                f"CRD {', '.join(missing)} was deleted; nothing of it is reconciled until it is installed again "
+                "(kubectl apply --server-side -f crds/), then work resumes by itself"
+            )
+            if self.health.block(CRD_MISSING, message, self.clock()):
+                log.error(message)
+        elif self.health.unblock(CRD_MISSING, self.clock()) is not None:
+            log.info("the CRDs %s are installed again", ", ".join(CRDS))
 
 
 def identity() -> str:

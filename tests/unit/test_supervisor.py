@@ -12,7 +12,7 @@ import looptime
 from prometheus_client import generate_latest
 
 from cells_operator.config import OperatorConfig
-from cells_operator.health import CRD_MISSING, Health
+from cells_operator.health import API_UNAVAILABLE, CRD_MISSING, Health
 from cells_operator.metrics import OperatorMetrics
 from cells_operator.supervisor import Supervisor
 from cells_operator.workers import NamespaceWorkers
@@ -175,7 +175,7 @@ def test_installed_but_not_yet_served_crds_are_waited_for_without_an_error(caplo
 def test_the_watchdog_reports_a_long_block_once():
     async def scenario():
         s = supervisor()
-        s.health.block(CRD_MISSING, "install crds/", asyncio.get_running_loop().time())
+        s.health.block(API_UNAVAILABLE, "connection refused", asyncio.get_running_loop().time())
         watchdog = asyncio.create_task(s.watchdog(period=5))
         await asyncio.sleep(600)
         watchdog.cancel()
@@ -186,7 +186,7 @@ def test_the_watchdog_reports_a_long_block_once():
     stalls = [r for r in records if "not reconciling for" in r.getMessage()]
     assert len(stalls) == 1 and stalls[0].levelno == logging.ERROR
     metrics = generate_latest(s.metrics.registry).decode()
-    assert metric_value(metrics, "cells_operator_reconcile_blocked", reason="CRDNotInstalled") == 1
+    assert metric_value(metrics, "cells_operator_reconcile_blocked", reason="APIServerUnavailable") == 1
     assert metric_value(metrics, "cells_operator_reconcile_blocked_seconds") >= 595
     assert metric_value(metrics, "cells_operator_ready") == 0
 
@@ -201,3 +201,29 @@ class _capture:
 
     def __exit__(self, *exc):
         logging.getLogger("cells_operator.supervisor").removeHandler(self.handler)
+
+
+def test_a_crd_deleted_while_running_is_an_error_and_recovers():
+    kube = FakeKube()
+
+    async def scenario():
+        s = supervisor(kube)
+        task = asyncio.create_task(s.run(memo=None))
+        watchdog = asyncio.create_task(s.watchdog(period=5, crd_check_every=6))
+        await asyncio.sleep(40)
+        assert s.health.ready
+        kube.installed = False  # someone deleted the CRD; kopf stops watching it without a word
+        await asyncio.sleep(40)
+        assert CRD_MISSING in s.health.blockers and not s.health.ready
+        kube.installed = True
+        await asyncio.sleep(40)
+        assert s.health.ready
+        watchdog.cancel()
+        s.stop.set()
+        await task
+
+    with _capture() as records:
+        run(scenario())
+    errors = [r.getMessage() for r in records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "was deleted" in errors[0] and "kubectl apply --server-side -f crds/" in errors[0]
+    assert any("installed again" in r.getMessage() for r in records)
