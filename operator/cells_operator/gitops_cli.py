@@ -157,7 +157,8 @@ def _write_junit(path: str | None, text: str) -> bool:
     return True
 
 
-def run_validate(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+def run_validate(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     try:
         result = _review(args, stdin)
     except InputError as exc:
@@ -178,8 +179,9 @@ def run_validate(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: Te
 
 
 def run_render(
-    args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr
+    args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     try:
         result = _review(args, stdin)
     except InputError as exc:
@@ -198,7 +200,8 @@ def run_render(
     return EXIT_OK
 
 
-def run_route(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+def run_route(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     from . import route_explain as rx
 
     try:
