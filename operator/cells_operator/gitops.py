@@ -48,8 +48,8 @@ from .publish import merge_annotations
 from .records import TOPOLOGY_JSON, RecordsError, parse_topology_json, render_records
 from .rule import KIND as RULE
 from .rule import parse_rule_spec, render_rule
-from .rulesets import INDEX_KEY, PublishedRules, RulesError, RulesPlan, parse_published, plan_rulesets
-from .topology import CellObject, Change, Topology, TopologyPlan, plan_topology
+from .rulesets import INDEX_KEY, LiveRule, PublishedRules, RulesError, RulesPlan, parse_published, plan_rulesets
+from .topology import CellObject, CellRecord, Change, Topology, TopologyPlan, plan_topology
 
 API_VERSION = f"{GROUP}/{VERSION}"
 KINDS = (CELL, RULE)
@@ -342,6 +342,7 @@ class NamespacePlan:
     previous_revision: int
     results: list[ObjectResult]
     configmaps: list[dict[str, Any]]
+    notes: list[Notice] = field(default_factory=list)
 
     @property
     def changes(self) -> list[Change]:
@@ -398,13 +399,43 @@ def _rule_generation(meta: Mapping[str, Any], spec: Mapping[str, Any], old: Any,
     return old.generation if same else old.generation + 1
 
 
+PUBLISHED = "(published)"  # the source of a result about a published object the input does not declare
+
+
+def _spec_of_record(record: CellRecord) -> dict[str, Any]:
+    """A spec that plans to exactly this record (its ranges are kept: they are the record's already).
+
+    Field names, not aliases: CellSpec populates by name, so every field the two models share carries over."""
+    return record.model_dump(mode="json", exclude={"name", "uid", "sequence_ranges"})
+
+
+def _spec_of_live(live: LiveRule) -> dict[str, Any]:
+    """A RoutingRule spec that renders to exactly this published element (a cellRef is already an address)."""
+    element = live.element
+    spec: dict[str, Any] = {"ruleset": live.ruleset, "priority": live.priority, "action": element["action"]}
+    if "match" in element:
+        m = element["match"]
+        spec["match"] = {"type": m["type"], "regexValue": m["regex_value"]}
+        if "regex_name" in m:
+            spec["match"]["regexName"] = m["regex_name"]
+    if "classify" in element:
+        spec["classify"] = dict(element["classify"])
+    if "proxy" in element:
+        spec["proxy"] = {"address": element["proxy"]["address"]}
+    return spec
+
+
 def plan_namespace(
     namespace: str,
     manifests: Sequence[Manifest],
     published: Published,
     config: OperatorConfig | None = None,
+    prune: bool = False,
 ) -> NamespacePlan:
-    """Plan one namespace exactly as a reconcile pass would, and render its ConfigMaps."""
+    """Plan one namespace exactly as a reconcile pass would, and render its ConfigMaps.
+
+    Published objects the input does not declare are kept as published, unless ``prune``: then they are
+    deleted, as Argo CD and Flux prune what a sync no longer declares (Cells through their finalizer)."""
     config = config or OperatorConfig()
     manifests, results = _duplicates([m for m in manifests if m.namespace == namespace])
     cells = [m for m in manifests if m.kind == CELL]
@@ -418,9 +449,12 @@ def plan_namespace(
         uid = meta.get("uid") or (record.uid if record is not None else NEW_UID_PREFIX + m.name)
         cell_objs[m.name] = {**m.obj, "metadata": {**meta, "uid": uid}}
     planned = [CellObject.from_api(o) for o in cell_objs.values()]
-    # Records of Cells the input no longer declares: the Cell is deleted (GitOps prune), through its finalizer.
-    gone = [c for c in previous.cells if c.name not in cell_objs]
+    absent = [c for c in previous.cells if c.name not in cell_objs]
+    gone = absent if prune else []
+    kept = [] if prune else absent
+    # Pruned: the Cell is deleted, through its finalizer. Kept: its Cell is as published.
     planned += [CellObject(c.name, c.uid, {}, deleting=True) for c in gone]
+    planned += [CellObject(c.name, c.uid, _spec_of_record(c)) for c in kept]
     blockers = cell_reconciler.deletion_blockers([m.obj for m in rules])
     topology_plan = plan_topology(previous, planned, blockers)
     records = topology_plan.records
@@ -431,6 +465,21 @@ def plan_namespace(
         ready = _ready(cell_reconciler.desired_status(verdict, generation, None))
         refusal = Review(verdict.problem).message(CELL, m.name) if verdict.problem is not None else None
         results.append(ObjectResult(m.source, CELL, namespace, m.name, ready["reason"], ready["message"], refusal))
+    for record in kept:
+        verdict = topology_plan.verdicts[record.name]
+        if verdict.problem is not None or verdict.record != record:  # the change disturbs a published cell
+            problem = verdict.problem or Problem("Changed", "its published record would change")
+            results.append(
+                ObjectResult(
+                    PUBLISHED,
+                    CELL,
+                    namespace,
+                    record.name,
+                    problem.reason,
+                    problem.message,
+                    Review(problem).message(CELL, record.name),
+                )
+            )
     for record in gone:
         verdict = topology_plan.verdicts[record.name]
         if verdict.problem is not None:
@@ -444,7 +493,7 @@ def plan_namespace(
         reason = verdict.problem.reason if verdict.problem is not None else "Deleted"
         results.append(
             ObjectResult(
-                "(records)", CELL, namespace, record.name, reason, warning, None, (f"Cell {record.name!r}: {warning}",)
+                PUBLISHED, CELL, namespace, record.name, reason, warning, None, (f"Cell {record.name!r}: {warning}",)
             )
         )
 
@@ -457,7 +506,28 @@ def plan_namespace(
         uid = meta.get("uid") or (old.uid if old is not None else NEW_UID_PREFIX + m.name)
         generation = _rule_generation(meta, m.obj.get("spec") or {}, old, records)
         rule_objs.append({**m.obj, "metadata": {**meta, "uid": uid, "generation": generation}})
-    rules_plan = plan_rulesets([rule_reconciler.rule_object(o) for o in rule_objs], records, previous_rules)
+    declared = {m.name for m in rules}
+    kept_rules = [] if prune else [live for live in previous_rules.live.values() if live.name not in declared]
+    kept_objs = [
+        {"metadata": {"name": live.name, "uid": live.uid, "generation": live.generation}, "spec": _spec_of_live(live)}
+        for live in kept_rules
+    ]
+    rules_plan = plan_rulesets([rule_reconciler.rule_object(o) for o in rule_objs + kept_objs], records, previous_rules)
+    for live in kept_rules:
+        verdict = rules_plan.verdicts[live.name]
+        if verdict.problem is not None or verdict.live != live:
+            problem = verdict.problem or Problem("Changed", "its published element would change")
+            results.append(
+                ObjectResult(
+                    PUBLISHED,
+                    RULE,
+                    namespace,
+                    live.name,
+                    problem.reason,
+                    problem.message,
+                    Review(problem).message(RULE, live.name),
+                )
+            )
     for m, obj in zip(rules, rule_objs, strict=True):
         verdict = rules_plan.verdicts[m.name]
         status = rule_reconciler.desired_status(verdict, obj["metadata"]["generation"], None)
@@ -467,6 +537,15 @@ def plan_namespace(
         refusal = Review(verdict.problem).message(RULE, m.name) if verdict.problem is not None else None
         results.append(
             ObjectResult(m.source, RULE, namespace, m.name, ready["reason"], ready["message"], refusal, warnings)
+        )
+    notes = []
+    if kept or kept_rules:
+        notes.append(
+            Notice(
+                f"{PUBLISHED} {namespace}",
+                f"{len(kept)} Cell(s) and {len(kept_rules)} RoutingRule(s) are published but not in the input: "
+                "kept as published (--prune deletes them, as a GitOps sync with pruning would)",
+            )
         )
 
     configmaps = []
@@ -483,7 +562,7 @@ def plan_namespace(
             rule_reconciler.ruleset_annotations(rules_plan, published.router_annotations),
         )
         configmaps.append(configmap(namespace, config.router_configmap, rules_plan.data, annotations))
-    return NamespacePlan(namespace, topology_plan, rules_plan, previous.revision, results, configmaps)
+    return NamespacePlan(namespace, topology_plan, rules_plan, previous.revision, results, configmaps, notes)
 
 
 def configmap(namespace: str, name: str, data: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, Any]:
@@ -511,7 +590,10 @@ class ChangeReview:
 
 
 def review_change(
-    inputs: Inputs, published: Mapping[str, Published] | None = None, config: OperatorConfig | None = None
+    inputs: Inputs,
+    published: Mapping[str, Published] | None = None,
+    config: OperatorConfig | None = None,
+    prune: bool = False,
 ) -> ChangeReview:
     """Plan every namespace of the input. ``published`` is keyed by namespace (see :func:`published_for`).
 
@@ -520,7 +602,10 @@ def review_change(
     if inputs.errors:
         raise InputError(inputs.errors)
     published = published or {}
-    plans = [plan_namespace(ns, inputs.manifests, published.get(ns) or Published(), config) for ns in inputs.namespaces]
+    plans = [
+        plan_namespace(ns, inputs.manifests, published.get(ns) or Published(), config, prune)
+        for ns in inputs.namespaces
+    ]
     return ChangeReview(plans, list(inputs.skipped))
 
 
@@ -552,12 +637,12 @@ def human_report(result: ChangeReview, *, show_changes: bool = True) -> str:
         head = f"{r.source}: {r.kind} {r.namespace}/{r.name}"
         if r.refusal is not None:
             lines.append(f"{head}: INVALID: {r.refusal}")
-        elif r.source == "(records)":
+        elif r.source == PUBLISHED:
             lines.append(f"{head}: {r.reason}")
         else:
             lines.append(f"{head}: ok ({r.reason}): {r.message}")
         lines += [f"    warning: {w}" for w in r.warnings]
-    for notice in result.skipped:
+    for notice in result.skipped + [n for p in result.plans for n in p.notes]:
         lines.append(f"{notice.source}: {notice.message}")
     if show_changes:
         for plan in result.plans:
@@ -566,7 +651,7 @@ def human_report(result: ChangeReview, *, show_changes: bool = True) -> str:
                 lines.append(f"records of namespace {plan.namespace}: revision {plan.previous_revision} -> {after}")
                 lines += [f"    {c.name}: {c.reason}: {c.message}" for c in plan.changes]
     invalid = [r for r in result.results if not r.valid]
-    counted = [r for r in result.results if r.source != "(records)"]
+    counted = [r for r in result.results if r.source != PUBLISHED]
     if invalid:
         lines.append(f"INVALID: {len(invalid)} of {len(counted)} objects")
     else:
@@ -586,6 +671,7 @@ def json_report(result: ChangeReview | None, error: InputError | None = None) ->
             "errors": [{"source": n.source, "message": n.message} for n in error.notices],
             "objects": [],
             "skipped": [],
+            "notes": [],
             "changes": [],
         }
     assert result is not None
@@ -595,6 +681,7 @@ def json_report(result: ChangeReview | None, error: InputError | None = None) ->
         "errors": [],
         "objects": [r.as_json() for r in result.results],
         "skipped": [{"source": n.source, "message": n.message} for n in result.skipped],
+        "notes": [{"source": n.source, "message": n.message} for p in result.plans for n in p.notes],
         "changes": [
             {"namespace": p.namespace, "cell": c.name, "reason": c.reason, "message": c.message}
             for p in result.plans

@@ -143,7 +143,7 @@ def _review(args: argparse.Namespace, stdin: TextIO) -> gitops.ChangeReview:
     if args.from_cluster:
         for ns, from_cluster in read_cluster(inputs.namespaces, config).items():
             published[ns].merge(from_cluster)
-    return gitops.review_change(inputs, published, config)
+    return gitops.review_change(inputs, published, config, prune=args.prune)
 
 
 def _write_junit(path: str | None, text: str) -> bool:
@@ -278,6 +278,12 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         "--from-cluster",
         action="store_true",
         help="read the published ConfigMaps of each namespace through the current kubeconfig (read only)",
+    )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="published Cells and RoutingRules the input does not declare are deleted (the input is the whole "
+        "namespace, synced with pruning); default: kept as published",
     )
     p.add_argument(
         "--topology-configmap", default=defaults.topology_configmap, help="records ConfigMap name (default %(default)s)"

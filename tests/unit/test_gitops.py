@@ -57,10 +57,12 @@ def run(argv: list[str], capsys, monkeypatch, stdin: str = "") -> tuple[int, str
     return code, out, err
 
 
-def review(*docs: dict, published: Topology | None = None, namespace: str = "ns") -> gitops.ChangeReview:
+def review(
+    *docs: dict, published: Topology | None = None, namespace: str = "ns", prune: bool = False
+) -> gitops.ChangeReview:
     inputs = gitops.read_manifests(stream(*docs), "pr.yaml", namespace)
     given = {namespace: gitops.Published(topology=published)} if published is not None else {}
-    return gitops.review_change(inputs, given)
+    return gitops.review_change(inputs, given, prune=prune)
 
 
 def result(rev: gitops.ChangeReview, name: str) -> gitops.ObjectResult:
@@ -148,12 +150,12 @@ def test_cell_checks_against_published_records_id_immutable_and_retired_ranges()
     # b's range, retired: b deleted (not in the input) and a new cell asks for exactly that range
     b_range = published.record("b").sequence_ranges[0]
     c = cell("c", 3, sequenceRanges=[{"minval": b_range.minval, "maxval": b_range.maxval}])
-    rev = review(a, c, published=published)
+    rev = review(a, c, published=published, prune=True)
     assert result(rev, "c").refusal == (
         f"Cell 'c' is refused (RangeOverlap): sequenceRanges {b_range} overlaps retired range {b_range}"
     )
     # the deleted cell is reported, with what pruning does
-    gone = next(r for r in rev.results if r.source == "(records)")
+    gone = next(r for r in rev.results if r.source == gitops.PUBLISHED)
     assert gone.name == "b" and gone.valid and "pruning deletes it" in gone.warnings[0]
     # id never changes once registered: as admission says on an update
     moved = cell("a", 7, firstCell=True)
@@ -237,8 +239,8 @@ def test_a_duplicate_object_is_reported_and_the_last_definition_wins():
 def test_deleting_a_cell_that_rules_still_proxy_to_waits():
     a, b = cell("a", 1, firstCell=True), cell("b", 2)
     to_b = rule("to-b", ruleset="main", action="proxy", proxy={"cellRef": "b"})
-    rev = review(a, to_b, published=records_of(a, b))
-    gone = next(r for r in rev.results if r.source == "(records)")
+    rev = review(a, to_b, published=records_of(a, b), prune=True)
+    gone = next(r for r in rev.results if r.source == gitops.PUBLISHED)
     assert gone.reason == "DeletionBlocked"
     assert "deletion waits: RoutingRule 'to-b' proxies to it" in gone.warnings[0]
     assert rev.plans[0].topology.records.record("b") is not None  # still published
@@ -373,7 +375,10 @@ def test_render_of_a_change_keeps_what_is_published_and_allocates_above_it(tmp_p
         rule("catch-all", ruleset="main", priority=999, action="classify", classify={"type": "FIRST_CELL"}),
     ]
     code, after, _ = render(
-        ["-f", "-", "--records", str(tmp_path / "published.yaml")], capsys, monkeypatch, stdin=stream(*change)
+        ["-f", "-", "--prune", "--records", str(tmp_path / "published.yaml")],
+        capsys,
+        monkeypatch,
+        stdin=stream(*change),
     )
     assert code == 0
     docs = list(yaml.safe_load_all(after))
@@ -390,6 +395,59 @@ def test_render_of_a_change_keeps_what_is_published_and_allocates_above_it(tmp_p
         ("pin", "new:pin", 1),
         ("catch-all", "new:catch-all", 2),
     ]
+
+
+def test_without_prune_what_the_input_does_not_declare_stays_published(tmp_path, capsys, monkeypatch):
+    """Validating one new file against the cluster's records: the rest of the namespace is kept byte for byte."""
+    args = ["-f", str(SAMPLES / "cells.yaml"), "-f", str(SAMPLES / "routingrules.yaml"), "-n", "cells"]
+    code, before, _ = render(args, capsys, monkeypatch)
+    (tmp_path / "published.yaml").write_text(before)
+    records = ["--records", str(tmp_path / "published.yaml"), "-n", "cells"]
+    extra = stream(
+        cell("cell-4", 4), rule("pin", ruleset="session_token", priority=1, action="proxy", proxy={"cellRef": "cell-4"})
+    )
+    code, after, _ = render(["-f", "-", *records], capsys, monkeypatch, stdin=extra)
+    assert code == 0
+    old_docs, new_docs = list(yaml.safe_load_all(before)), list(yaml.safe_load_all(after))
+    old_topology = parse_topology_json(old_docs[0]["data"]["topology.json"])
+    new_topology = parse_topology_json(new_docs[0]["data"]["topology.json"])
+    assert new_topology.cells[:3] == old_topology.cells and new_topology.revision == old_topology.revision + 1
+    assert new_topology.cells[3].name == "cell-4" and not new_topology.retired_ranges
+    old_rules = json.loads(old_docs[1]["data"]["session_token.json"])
+    new_rules = json.loads(new_docs[1]["data"]["session_token.json"])
+    assert (
+        new_rules[0] == {"action": "proxy", "proxy": {"address": "cell-4.cells.svc:8080"}}
+        and new_rules[1:] == old_rules
+    )
+    index = json.loads(new_docs[1]["data"]["cells-operator.index.json"])["session_token"]
+    assert [e["uid"] for e in index] == [
+        "new:pin",
+        "new:force-cell",
+        "new:session-cookie",
+        "new:path-cell-id",
+        "new:catch-all",
+    ]
+    # a new cell reusing a published id is refused as admission would, and the kept objects are named
+    code, out, _ = run(["validate", "-f", "-", *records], capsys, monkeypatch, stdin=stream(cell("again", 2)))
+    assert code == 1
+    assert "Cell 'again' is refused (DuplicateId): id 2 is already registered by cell 'cell-2'" in out
+    assert "(published) cells: 3 Cell(s) and 4 RoutingRule(s) are published but not in the input: kept" in out
+    # nothing in the input changes nothing published
+    code, same, _ = render(
+        ["-f", "-", *records],
+        capsys,
+        monkeypatch,
+        stdin=stream(
+            cell(
+                "legacy",
+                1,
+                firstCell=True,
+                address="127.0.0.1:18001",
+                sequenceRanges=[{"minval": 1, "maxval": 999999999999}],
+            )
+        ),
+    )
+    assert code == 0 and same == before
 
 
 def test_render_prints_what_is_published_and_exits_1_when_something_is_invalid(capsys, monkeypatch):
