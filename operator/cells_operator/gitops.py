@@ -20,8 +20,11 @@ What cannot be known offline is made explicit instead of guessed silently:
   generation plus one (one apply of one merged pull request);
 - new cells that need an allocation are ordered as the operator orders cells created in the same second
   (explicit ranges first, then by name), unless the input carries ``creationTimestamp``.
-A Cell that the previous records hold but the input does not is treated as deleted (GitOps prune): its
-deletion is planned through the finalizer path, blocked by rules that still proxy to it.
+A published Cell or RoutingRule that the input does not declare is kept as published (its spec is rebuilt
+from its record or rendered element), so one new file can be checked against a cluster's records; with
+``prune`` it is deleted instead, as Argo CD and Flux prune, a Cell through its finalizer path (blocked while
+rules still proxy to it). A kept proxy rule keeps its published address: the ``cellRef`` it was rendered
+from is not in the router ConfigMap.
 
 Everything here is pure: text in, data out. The CLI (:mod:`cells_operator.gitops_cli`) reads files, stdin
 and the cluster, and prints.
