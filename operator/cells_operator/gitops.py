@@ -107,7 +107,7 @@ class Inputs:
         return sorted({m.namespace for m in self.manifests})
 
 
-def _yaml_documents(text: str, origin: str) -> tuple[list[tuple[int, Any]], Notice | None]:
+def yaml_documents(text: str, origin: str) -> tuple[list[tuple[int, Any]], Notice | None]:
     """Every document of a YAML (or JSON) stream, or a notice naming the first one that does not parse."""
     docs: list[tuple[int, Any]] = []
     try:
@@ -130,7 +130,7 @@ def _timestamp(value: Any) -> str:
     return str(value) if value else ""
 
 
-def _objects(docs: Iterable[tuple[int, Any]], origin: str) -> Iterable[tuple[str, Any]]:
+def objects(docs: Iterable[tuple[int, Any]], origin: str) -> Iterable[tuple[str, Any]]:
     """(source, object) for every document, with ``kind: List`` (``kubectl get -o yaml``) expanded."""
     for index, doc in docs:
         if doc is None:
@@ -146,10 +146,10 @@ def _objects(docs: Iterable[tuple[int, Any]], origin: str) -> Iterable[tuple[str
 def read_manifests(text: str, origin: str, default_namespace: str = DEFAULT_NAMESPACE) -> Inputs:
     """The Cells and RoutingRules of one file (or stdin); other kinds are skipped with a notice."""
     out = Inputs()
-    docs, error = _yaml_documents(text, origin)
+    docs, error = yaml_documents(text, origin)
     if error is not None:
         out.errors.append(error)
-    for source, obj in _objects(docs, origin):
+    for source, obj in objects(docs, origin):
         if not isinstance(obj, dict):
             out.errors.append(
                 Notice(
@@ -257,12 +257,12 @@ def read_published(text: str, origin: str) -> dict[str, Published]:
             return {ANY_NAMESPACE: Published(topology=parse_topology_json(text))}
         except RecordsError as exc:
             raise InputError([Notice(origin, str(exc))]) from exc
-    docs, error = _yaml_documents(text, origin)
+    docs, error = yaml_documents(text, origin)
     if error is not None:
         raise InputError([error])
     out: dict[str, Published] = {}
     notices: list[Notice] = []
-    for source, obj in _objects(docs, origin):
+    for source, obj in objects(docs, origin):
         if not isinstance(obj, dict) or obj.get("kind") != "ConfigMap":
             kind = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
             notices.append(Notice(source, f"expected a ConfigMap or a topology.json, found {kind}"))
@@ -655,6 +655,8 @@ def human_report(result: ChangeReview, *, show_changes: bool = True) -> str:
                 lines += [f"    {c.name}: {c.reason}: {c.message}" for c in plan.changes]
     invalid = [r for r in result.results if not r.valid]
     counted = [r for r in result.results if r.source != PUBLISHED]
+    if not counted:
+        lines.append("no Cell or RoutingRule in the input")
     if invalid:
         lines.append(f"INVALID: {len(invalid)} of {len(counted)} objects")
     else:

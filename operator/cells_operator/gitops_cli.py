@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -126,6 +126,8 @@ def _config(args: argparse.Namespace) -> OperatorConfig:
 
 
 def _review(args: argparse.Namespace, stdin: TextIO) -> gitops.ChangeReview:
+    if "-" in args.filename and "-" in (args.records or ()):
+        raise InputError([Notice("<stdin>", "-f - and --records - cannot both read stdin: give one of them a file")])
     inputs = load_inputs(args.filename, args.namespace, stdin)
     if inputs.errors:
         raise InputError(inputs.errors)
@@ -229,7 +231,7 @@ def run_route(args: argparse.Namespace, stdin: TextIO | None = None, stdout: Tex
     return EXIT_OK if explanation.routed else EXIT_INVALID
 
 
-def _guarded(run: Any) -> Any:
+def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A reader that stops early (``| head``) is not an error worth a traceback."""
 
     def call(args: argparse.Namespace) -> int:

@@ -18,13 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from cells_dataplane.classify import Snapshot, classify
 from cells_dataplane.routing import CompiledRule, RequestView, Ruleset, compile_rules
 from cells_operator.router_format import parse_ruleset
 
-from .gitops import ANY_NAMESPACE, InputError, Notice, read_published
+from .gitops import ANY_NAMESPACE, InputError, Notice, objects, read_published, yaml_documents
 from .rulesets import INDEX_KEY, RULESET_SUFFIX
 from .topology import Topology
 
@@ -51,15 +49,11 @@ def read_rules(text: str, origin: str, ruleset: str | None = None, namespace: st
         doc = None
     if isinstance(doc, list):
         return Rules(ruleset or origin.rsplit("/", 1)[-1].removesuffix(RULESET_SUFFIX), _compile(text, origin), ())
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise InputError([Notice(origin, f"cannot parse YAML: {exc}")]) from exc
-    items: list[Any] = []
-    for d in docs:
-        items += d["items"] if isinstance(d, dict) and isinstance(d.get("items"), list) else [d]
+    docs, error = yaml_documents(text, origin)
+    if error is not None:
+        raise InputError([error])
     candidates = []
-    for cm in items:
+    for _, cm in objects(docs, origin):
         if not isinstance(cm, dict) or cm.get("kind") != "ConfigMap":
             continue
         data = cm.get("data") or {}

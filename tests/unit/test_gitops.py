@@ -592,3 +592,28 @@ def test_the_kubectl_plugin_entry_point(capsys, monkeypatch):
     assert "Cell default/legacy: ok" in capsys.readouterr().out
     scripts = (ROOT / "pyproject.toml").read_text()
     assert 'kubectl-cells = "cells_operator.gitops_cli:kubectl_main"' in scripts
+
+
+def test_each_namespace_is_its_own_topology(capsys, monkeypatch):
+    prod = {**cell("a", 1, firstCell=True), "metadata": {"name": "a", "namespace": "prod"}}
+    staging = {**cell("a", 1, firstCell=True), "metadata": {"name": "a", "namespace": "staging"}}
+    code, out, _ = render(["-f", "-"], capsys, monkeypatch, stdin=stream(staging, prod))
+    assert code == 0  # the same id in two namespaces is no conflict
+    docs = list(yaml.safe_load_all(out))
+    assert [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs] == [
+        ("prod", "cells-topology"),
+        ("staging", "cells-topology"),
+    ]
+    assert (
+        render(["-f", "-", "--topology-configmap", "records"], capsys, monkeypatch, stdin=stream(prod))[1].count(
+            "name: records\n"
+        )
+        == 1
+    )
+
+
+def test_stdin_is_read_once_and_an_empty_input_says_so(capsys, monkeypatch):
+    code, out, _ = run(["validate", "-f", "-", "--records", "-"], capsys, monkeypatch, stdin=stream(cell("a", 1)))
+    assert code == 2 and "cannot both read stdin" in out
+    code, out, _ = run(["validate", "-f", "-"], capsys, monkeypatch, stdin="")
+    assert code == 0 and "no Cell or RoutingRule in the input" in out
