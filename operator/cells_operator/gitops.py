@@ -302,6 +302,16 @@ def published_for(
             out[namespaces[0]].merge(published)
         elif ns in out:
             out[ns].merge(published)
+        else:  # records nobody uses would silently turn into "nothing published yet"
+            raise InputError(
+                [
+                    Notice(
+                        origin,
+                        f"records of namespace {ns!r} match no namespace of the input "
+                        f"({', '.join(namespaces) or 'none'}); objects without a namespace take -n",
+                    )
+                ]
+            )
     return out
 
 

@@ -333,6 +333,8 @@ def test_records_as_topology_json_or_configmap_yaml_and_bare_records_need_one_na
         ["validate", "-f", str(two), "-n", "ns", "--records", str(tmp_path / "topology.json")], capsys, monkeypatch
     )
     assert code == 2 and "fit only an input of one namespace; the input has 2: ns, other" in out
+    code, out, _ = run(["validate", "-f", str(dup), "--records", str(tmp_path / "published.yaml")], capsys, monkeypatch)
+    assert code == 2 and "records of namespace 'ns' match no namespace of the input (default)" in out
     (tmp_path / "junk.json").write_text('{"schema_version": 9}')
     code, out, _ = run(["validate", "-f", str(dup), "--records", str(tmp_path / "junk.json")], capsys, monkeypatch)
     assert code == 2 and "schema_version 9 is not supported" in out
