@@ -619,3 +619,16 @@ def test_stdin_is_read_once_and_an_empty_input_says_so(capsys, monkeypatch):
     assert code == 2 and "cannot both read stdin" in out
     code, out, _ = run(["validate", "-f", "-"], capsys, monkeypatch, stdin="")
     assert code == 0 and "no Cell or RoutingRule in the input" in out
+
+
+def test_a_kept_published_object_the_planner_would_not_keep_is_reported():
+    """A published record that no longer passes the checks (here an address the current code refuses) is named:
+    the operator would stall its Cell too, and render must not pretend it stays as it is."""
+    a = cell("a", 1, firstCell=True)
+    published = records_of(a)
+    broken = published.model_copy(update={"cells": (published.cells[0].model_copy(update={"address": "bad host:1"}),)})
+    rev = review(cell("b", 2), published=broken)
+    kept = next(r for r in rev.results if r.source == gitops.PUBLISHED)
+    assert kept.name == "a" and kept.reason == "InvalidAddress"
+    assert (kept.refusal or "").startswith("Cell 'a' is refused (InvalidAddress): address 'bad host:1'")
+    assert not rev.valid
