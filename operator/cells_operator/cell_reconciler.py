@@ -59,6 +59,14 @@ def deletion_blockers(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
     return blockers
 
 
+def records_annotations(records: Topology, rendered: dict[str, str]) -> dict[str, str]:
+    """The records ConfigMap's annotations; one definition for the operator and ``cells-operator render``."""
+    return {
+        "cells.dev/revision": str(records.revision),
+        "cells.dev/content-hash": content_hash(rendered[TOPOLOGY_JSON]),
+    }
+
+
 def desired_status(verdict: CellVerdict, generation: int, previous: dict | None) -> dict[str, Any]:
     record, problem = verdict.record, verdict.problem
     if problem is not None and verdict.deleting:
@@ -106,11 +114,7 @@ class CellReconciler:
             previous = parse_topology_json(text) if text else Topology()
             topology_plan = plan_topology(previous, cells, blockers)
             rendered = render_records(topology_plan.records, base)
-            annotations = {
-                "cells.dev/revision": str(topology_plan.records.revision),
-                "cells.dev/content-hash": content_hash(rendered[TOPOLOGY_JSON]),
-            }
-            return rendered, annotations, topology_plan
+            return rendered, records_annotations(topology_plan.records, rendered), topology_plan
 
         try:
             out = publish_configmap(

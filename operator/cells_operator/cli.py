@@ -7,6 +7,9 @@ Subcommands:
   cluster build  only find or build the control-plane binaries (once per machine)
   cluster status say whether it runs and where
   manifests webhooks  print deploy/webhook/webhooks.yaml (the webhook configurations, from the code)
+  validate       check Cells and RoutingRules offline, as admission and the planner would (GitOps reviews)
+  render         print the ConfigMaps the operator would publish for manifests
+  route          explain which rule and which cell a request is routed to
 """
 
 from __future__ import annotations
@@ -199,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     manifests = sub.add_parser("manifests", help="print manifests generated from the code")
     manifests.add_argument("what", choices=("webhooks",))
     manifests.set_defaults(func=_manifests)
+
+    from .gitops_cli import add_subparsers as add_gitops_subparsers  # validate, render, route (issue 14)
+
+    add_gitops_subparsers(sub)
     return parser
 
 
