@@ -108,7 +108,7 @@ def test_stdin_is_read_with_dash(capsys, monkeypatch):
         (cell("b", 2, sessionPrefix="cell-1"), "DuplicateSessionPrefix"),
         (cell("b", 2, firstCell=True), "DuplicateFirstCell"),
         (cell("b", 2, sequenceRanges=[{"minval": 5, "maxval": SIZE + 5}]), "RangeOverlap"),
-        (cell("b", 2, address="no-port"), "InvalidAddress"),
+        (cell("b", 2, address="bad host:1"), "InvalidAddress"),
         (cell("b", 2, sessionPrefix="Cell_2"), "InvalidSessionPrefix"),
         (cell("b", 2, sequenceSize=10), "RangeTooSmall"),
         (cell("b", 2, sequenceRanges=[{"minval": 10, "maxval": 5}]), "InvalidRange"),
@@ -179,8 +179,7 @@ GOOD_MATCH = {"type": "cookie", "regexName": "^s$", "regexValue": "^(?<cell_name
         ({"classify": {"type": "FIRST_CELL", "value": "x"}}, "ValueNotAllowed"),
         ({"classify": {"type": "CELL_ID", "value": "two"}, "match": None}, "InvalidCellId"),
         ({"ruleset": "Bad Name"}, "InvalidRuleset"),
-        ({"action": "proxy", "classify": None, "proxy": {"address": "nope"}}, "InvalidAddress"),
-        ({"action": "proxy", "classify": None}, "MissingProxy"),
+        ({"action": "proxy", "classify": None, "proxy": {"address": "no pe"}}, "InvalidAddress"),
         ({"action": "jump"}, "InvalidSpec"),
     ],
 )
@@ -493,7 +492,7 @@ def test_route_explains_the_session_cookie_match(rendered, capsys, monkeypatch):
     assert code == 0
     assert out.splitlines() == [
         "request path '/dashboard', ruleset 'session_token'",
-        "  position 0 (rule 'force-cell'): no match: no cookie whose name matches regex_name ^force_cell$ "
+        "  position 0 (rule 'force-cell'): no match: no cookie whose name matches regex_name ^force-cell$ "
         "(cookies sent: _gitlab_session)",
         "  position 1 (rule 'session-cookie'): MATCH, action classify",
         "    captured groups: cell_name='cell-2'",
@@ -504,19 +503,19 @@ def test_route_explains_the_session_cookie_match(rendered, capsys, monkeypatch):
 
 
 def test_route_json_and_an_unknown_cell(rendered, capsys, monkeypatch):
-    code, out = route(rendered, capsys, monkeypatch, "--cookie", "force_cell=9", "-o", "json", "/x?y=1")
+    code, out = route(rendered, capsys, monkeypatch, "--cookie", "force-cell=cell-9", "-o", "json", "/x?y=1")
     assert code == 1
     e = json.loads(out)
     assert e["path"] == "/x" and e["match"] == {
         "position": 0,
         "rule": "position 0 (rule 'force-cell')",
         "action": "classify",
-        "groups": {"cell_id": "9"},
+        "groups": {"cell_name": "cell-9"},
     }
     assert e["classify"] == {
-        "request": {"type": "CELL_ID", "value": "9"},
+        "request": {"type": "SESSION_PREFIX", "value": "cell-9"},
         "status": 404,
-        "answer": {"code": 5, "message": "cell not found: CELL_ID 9"},
+        "answer": {"code": 5, "message": 'cell not found: "cell-9"', "details": []},
     }
     assert e["routed"] is False and "the router answers 502" in e["outcome"]
 
