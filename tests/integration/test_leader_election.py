@@ -25,13 +25,6 @@ def leads(replica) -> bool:
         return False
 
 
-def ready(replica) -> tuple[int, str]:
-    try:
-        return replica.readyz()
-    except OSError:
-        return 0, "not serving yet"
-
-
 def leader_of(replicas):
     leading = [r for r in replicas if leads(r)]
     return leading[0] if len(leading) == 1 else None
@@ -43,7 +36,7 @@ def test_leader_killed_mid_burst_the_standby_takes_over_nothing_lost(kubectl, na
     eventually(lambda: leader_of([a]), message="the first replica leads")
     b.start()
     try:
-        eventually(lambda: ready(b) == (200, "ok: standby: waiting for the Lease\n"), message="b is a ready standby")
+        eventually(lambda: b.readyz() == (200, "ok: standby: waiting for the Lease\n"), message="b is a ready standby")
         lease = kubectl.get("lease", "cells-operator", namespace)
         assert lease["spec"]["holderIdentity"] and lease["spec"]["leaseDurationSeconds"] == 15
 
@@ -87,7 +80,7 @@ def test_sigterm_releases_the_lease_so_the_standby_takes_over_at_once(kubectl, n
     eventually(lambda: leader_of([a]), message="the first replica leads")
     b.start()
     try:
-        eventually(lambda: ready(b)[0] == 200, message="b ready")
+        eventually(lambda: b.readyz()[0] == 200, message="b ready")
         holder = kubectl.get("lease", "cells-operator", namespace)["spec"]["holderIdentity"]
         a.stop()  # SIGTERM, as a rolling update does
         assert a.proc.returncode == 0

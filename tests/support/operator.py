@@ -74,12 +74,14 @@ class OperatorProcess:
         return self.proc.pid if self.proc else None
 
     def readyz(self) -> tuple[int, str]:
-        """The operator's ``/readyz``: (status, body)."""
+        """The operator's ``/readyz``: (status, body); (0, why) while nothing answers on the port yet."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=5) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
+        except OSError as exc:
+            return 0, f"not serving: {exc}"
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.logfile.exists():
