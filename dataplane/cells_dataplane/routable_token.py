@@ -236,7 +236,9 @@ def decode_routable_json(segment: str) -> Routing | Failure:
     which key is missing). The signature is not verified: routing is not authentication, the cell verifies.
     """
     if len(segment) > MAX_JWT_SEGMENT:
-        return Failure(Reason.BAD_LENGTH, f"JWT payload segment of {len(segment)} characters (at most {MAX_JWT_SEGMENT})")
+        return Failure(
+            Reason.BAD_LENGTH, f"JWT payload segment of {len(segment)} characters (at most {MAX_JWT_SEGMENT})"
+        )
     if not segment.isascii():
         return Failure(Reason.NOT_ASCII, "a JWT segment is ASCII")
     raw = _strict_base64url(segment)
