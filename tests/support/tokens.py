@@ -49,8 +49,7 @@ def routable_token(prefix: str, payload: Mapping[str, int | str | None], random_
         raise ValueError("the v1 layout has exactly 16 random bytes")
     text = routing_text(payload).encode("ascii")
     encoded = base64.urlsafe_b64encode(random_bytes + text + bytes([len(text)])).rstrip(b"=").decode("ascii")
-    body = f"{prefix}{encoded}.01.{to_base36(len(encoded)).rjust(2, '0')}"
-    return body + to_base36(zlib.crc32(body.encode("ascii"))).rjust(7, "0")
+    return with_crc(f"{prefix}{encoded}.01.{to_base36(len(encoded)).rjust(2, '0')}")
 
 
 def personal_access_token(
@@ -126,3 +125,15 @@ def job_token(
 def basic_authorization(user: str, password: str) -> str:
     """An ``Authorization`` header value for HTTP Basic: ``Basic base64(user:password)`` (RFC 7617)."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def raw_routable_token(prefix: str, raw: bytes, *, version: str = "01", length: str | None = None) -> str:
+    """A token in the v1 *frame* around arbitrary raw bytes, with a correct CRC: for malformed-payload tests."""
+    encoded = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    length = to_base36(len(encoded)).rjust(2, "0") if length is None else length
+    return with_crc(f"{prefix}{encoded}.{version}.{length}")
+
+
+def with_crc(body: str) -> str:
+    """``body`` followed by its correct seven-character base36 CRC-32."""
+    return body + to_base36(zlib.crc32(body.encode("utf-8"))).rjust(7, "0")
