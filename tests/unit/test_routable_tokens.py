@@ -234,6 +234,12 @@ def test_malformed_tokens_say_why(token, reason):
     assert result.detail
 
 
+def test_every_reason_has_a_malformed_example():
+    """Each Reason is produced by at least one example in this module (no reason is dead code)."""
+    seen = {p.values[1] for p in MALFORMED} | {p.values[1] for p in MALFORMED_JWT} | {Reason.BAD_CREDENTIAL}
+    assert seen == set(Reason)
+
+
 def test_crc_is_not_checked_when_asked_not_to():
     """The router's transform sees only payload and length [G6]: a wrong CRC cannot stop it (decision 5)."""
     broken = NOTE_PAT[:-7] + "0000000"
@@ -257,23 +263,23 @@ def b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-@pytest.mark.parametrize(
-    ("segment", "reason"),
-    [
-        pytest.param(b64url(b"not json"), Reason.BAD_JSON, id="not-json"),
-        pytest.param(b64url(b"[1, 2]"), Reason.BAD_JSON, id="array"),
-        pytest.param(b64url(b'{"c": "2", "c": "3"}'), Reason.BAD_JSON, id="duplicate-claim"),
-        pytest.param(b64url(b'{"c": NaN}'), Reason.BAD_JSON, id="nan"),
-        pytest.param(b64url(b'{"c": "\xff"}'), Reason.BAD_JSON, id="not-utf8"),
-        pytest.param(b64url(b"[" * 5000), Reason.BAD_JSON, id="deep-nesting"),
-        pytest.param(b64url(b'{"c": 2}'), Reason.BAD_CLAIM, id="number-claim"),
-        pytest.param(b64url(b'{"c": "Z"}'), Reason.BAD_CLAIM, id="upper-case-claim"),
-        pytest.param(b64url(b'{"c": null}'), Reason.BAD_CLAIM, id="null-claim"),
-        pytest.param(NOTE_JWT_PAYLOAD + "=", Reason.BAD_BASE64, id="padding"),
-        pytest.param("a" * (MAX_JWT_SEGMENT + 1), Reason.BAD_LENGTH, id="too-long"),
-        pytest.param("é", Reason.NOT_ASCII, id="not-ascii"),
-    ],
-)
+MALFORMED_JWT = [
+    pytest.param(b64url(b"not json"), Reason.BAD_JSON, id="not-json"),
+    pytest.param(b64url(b"[1, 2]"), Reason.BAD_JSON, id="array"),
+    pytest.param(b64url(b'{"c": "2", "c": "3"}'), Reason.BAD_JSON, id="duplicate-claim"),
+    pytest.param(b64url(b'{"c": NaN}'), Reason.BAD_JSON, id="nan"),
+    pytest.param(b64url(b'{"c": "\xff"}'), Reason.BAD_JSON, id="not-utf8"),
+    pytest.param(b64url(b"[" * 5000), Reason.BAD_JSON, id="deep-nesting"),
+    pytest.param(b64url(b'{"c": 2}'), Reason.BAD_CLAIM, id="number-claim"),
+    pytest.param(b64url(b'{"c": "Z"}'), Reason.BAD_CLAIM, id="upper-case-claim"),
+    pytest.param(b64url(b'{"c": null}'), Reason.BAD_CLAIM, id="null-claim"),
+    pytest.param(NOTE_JWT_PAYLOAD + "=", Reason.BAD_BASE64, id="padding"),
+    pytest.param("a" * (MAX_JWT_SEGMENT + 1), Reason.BAD_LENGTH, id="too-long"),
+    pytest.param("é", Reason.NOT_ASCII, id="not-ascii"),
+]
+
+
+@pytest.mark.parametrize(("segment", "reason"), MALFORMED_JWT)
 def test_malformed_jwt_payloads_say_why(segment, reason):
     result = decode_routable_json(segment)
     assert isinstance(result, Failure), result
@@ -385,6 +391,9 @@ def test_cell_id_value_is_decimal():
     assert "c:a" in base64.urlsafe_b64decode(token.split(".")[0][6:] + "==")[16:-1].decode()
     assert route(PAT_VALUE, TOKEN_PAYLOAD, token).value == "10"
     assert route(PAT_VALUE, TOKEN_PAYLOAD, token, value="cell-${decoded.c}").value == "cell-10"
+    # Passing base36 through would send cell 36 ("10" in base36) to cell 10.
+    assert to_base36(36) == "10"
+    assert route(PAT_VALUE, TOKEN_PAYLOAD, personal_access_token(36, 1, 1)).value == "36"
 
 
 @pytest.mark.parametrize(
