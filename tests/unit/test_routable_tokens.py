@@ -240,6 +240,16 @@ def test_every_reason_has_a_malformed_example():
     assert seen == set(Reason)
 
 
+def test_v0_tokens_have_no_version_field_and_are_refused():
+    """v0 [G1-old]: base64url(routing text || 16 random bytes || [16]) "." L CRC, no version segment."""
+    text = b"c:2\no:1\nu:ya"
+    encoded = b64url(text + RANDOM + bytes([16]))
+    token = with_crc(f"glpat-{encoded}.{to_base36(len(encoded)).rjust(2, '0')}")
+    result = decode_routable_token(token)
+    assert isinstance(result, Failure) and result.reason is Reason.BAD_SHAPE, result
+    assert compile_pattern(PAT_VALUE).search(token) is None  # nor does the router's rule match it
+
+
 def test_crc_is_not_checked_when_asked_not_to():
     """The router's transform sees only payload and length [G6]: a wrong CRC cannot stop it (decision 5)."""
     broken = NOTE_PAT[:-7] + "0000000"
