@@ -55,7 +55,7 @@ MAX_JWT_SEGMENT = 8192  # a job token's claims are a few hundred bytes; bounds J
 
 _BASE36 = re.compile(r"[0-9a-z]+")
 _LENGTH_FIELD = re.compile(r"[0-9a-z]{2}")
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_NOT_BASE64URL = re.compile(r"[^A-Za-z0-9_-]")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*")
 _KEY = re.compile(r"[a-z]+")
 _ASCII_WHITESPACE = re.compile(r"[\t\n\f\r ]")
@@ -199,9 +199,8 @@ def decode_routable_payload(prefixed_payload: str, payload_length: str | None = 
 
 def _strict_base64url(payload: str) -> bytes | Failure:
     """Unpadded base64url in canonical form, as Ruby's ``urlsafe_decode64`` decodes the generator's output."""
-    if not _BASE64URL.fullmatch(payload):
-        bad = next(ch for ch in payload if not (ch.isalnum() or ch in "-_"))
-        return Failure(Reason.BAD_BASE64, f"{bad!r} is not a base64url character (no padding either)")
+    if bad := _NOT_BASE64URL.search(payload):
+        return Failure(Reason.BAD_BASE64, f"{bad.group()!r} is not a base64url character (no padding either)")
     if len(payload) % 4 == 1:
         return Failure(Reason.BAD_BASE64, f"{len(payload)} base64 characters cannot encode whole bytes")
     raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))

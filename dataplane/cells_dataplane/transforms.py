@@ -224,10 +224,8 @@ class Phases:
             for template in step.inputs:
                 value = resolve(template, scope)
                 if isinstance(value, Unresolved):
-                    return NotApplied(
-                        "transform", "UnresolvedInput", f"{_where(index, step)}: input {template}: {value.detail}",
-                        index, tuple(done),
-                    )  # fmt: skip
+                    detail = f"{_where(index, step)}: input {template}: {value.detail}"
+                    return NotApplied("transform", "UnresolvedInput", detail, index, tuple(done))
                 inputs.append(value)
             result = run_step(step, pattern, inputs)
             if isinstance(result, Failure):

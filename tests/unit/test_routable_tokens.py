@@ -99,6 +99,20 @@ def phases(match_value: str, transform, validate=EXIST_C, value: str | None = CE
     return parsed, pattern
 
 
+GROUP_NAMES = ("payload", "payload_length", "credentials", "jwt_payload")
+
+
+def any_phases(transform) -> Phases:
+    parsed = parse_phases(transform, EXIST_C, CELL, GROUP_NAMES)
+    assert isinstance(parsed, Phases), parsed
+    return parsed
+
+
+PAT_PHASES = any_phases(TOKEN_PAYLOAD)
+BASIC_PHASES = any_phases(BASIC_TO_TOKEN)
+JWT_BASIC_PHASES = any_phases(BASIC_TO_JWT)
+
+
 def route(match_value: str, transform, header_value: str, **kwargs) -> Applied | NotApplied:
     """Match a header value, then transform -> validate -> classify, as the router will."""
     rule, pattern = phases(match_value, transform, **kwargs)
@@ -382,6 +396,12 @@ def test_decoders_never_raise(text, length):
         decode_basic_credential(text),
     ):
         assert isinstance(result, Routing | Failure | Credential)
+
+
+@given(st.dictionaries(st.sampled_from(GROUP_NAMES), st.one_of(st.none(), st.text(max_size=300))))
+def test_phases_never_raise(groups):
+    for rule in (PAT_PHASES, BASIC_PHASES, JWT_BASIC_PHASES):
+        assert isinstance(rule.apply(groups), Applied | NotApplied)
 
 
 # --- transform -> validate -> classify ---------------------------------------------------------------------
