@@ -296,9 +296,13 @@ def parse_phases(
     ``RegexValueNotAllowed``, ``InvalidPattern`` / ``UnsupportedPattern`` (a step's ``regexValue``),
     ``InvalidValidate``, ``InvalidInterpolation`` (template syntax, ``${output}`` without a key, a key on
     a group), ``UnknownInterpolation`` (names no group and no output), ``OutputUsedBeforeDefined``,
-    ``UnknownOutputKey`` (a key the step cannot produce).
+    ``UnknownOutputKey`` (a key the step cannot produce), ``InvalidClassifyValue`` (not a string).
     """
     groups = tuple(group_names)
+    if classify_value is not None and not isinstance(classify_value, str):
+        return SpecProblem(
+            "InvalidClassifyValue", f"classify.value must be a string, not {type(classify_value).__name__}"
+        )
     raw_steps = _raw_steps(transform)
     if isinstance(raw_steps, SpecProblem):
         return raw_steps

@@ -330,7 +330,7 @@ def test_basic_credentials():
 
 # --- properties -------------------------------------------------------------------------------------------
 
-ids = st.integers(min_value=1, max_value=MAX_VALUE)
+ids = st.integers(min_value=0, max_value=MAX_VALUE)
 optional_ids = st.one_of(st.none(), ids)
 prefixes = st.one_of(
     st.sampled_from(["glpat-", "glrt-", "glrt-t2_", "glrtr-t3_", "gldt-", "inst-glpat-"]),
@@ -368,6 +368,53 @@ def test_job_tokens_round_trip(cell, organization, user, project, group):
     assert outcome.value == str(cell)
     expected = {"c": cell, "o": organization, "u": user, "p": project, "g": group}
     assert outcome.outputs["decoded"] == {k: str(v) for k, v in expected.items() if v is not None}
+
+
+@given(
+    user=st.text(max_size=40).filter(lambda u: ":" not in u),
+    cell=ids,
+    kind=st.sampled_from(["pat", "runner", "job"]),
+)
+def test_basic_credentials_route_for_any_user_name(user, cell, kind):
+    """Chained decode-base64-match -> routable-token-payload / routable-json, any user-id before the colon."""
+    if kind == "job":
+        outcome = route(BASIC_VALUE, BASIC_TO_JWT, basic_authorization(user, job_token(cell, 1, 2)))
+    else:
+        token = personal_access_token(cell, 1, 2) if kind == "pat" else runner_token(cell, 1, group=3)
+        outcome = route(BASIC_VALUE, BASIC_TO_TOKEN, basic_authorization(user, token))
+    assert isinstance(outcome, Applied), outcome
+    assert outcome.value == str(cell)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+step_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from([*(t.value for t in TransformType), "other"]) | json_values,
+        "input": st.lists(st.sampled_from(["${payload}", "${payload_length}", "${decoded.c}", "$x", "${a.b.c}"]))
+        | json_values,
+        "output": st.sampled_from(["decoded", "basic", "payload", "1x"]) | json_values,
+        "regexValue": st.sampled_from([BASIC_V1, "(", "(?<c>x)"]) | json_values,
+        "extra": json_values,
+    },
+)
+
+
+@given(
+    transform=st.none() | step_like | st.lists(step_like, max_size=5) | json_values,
+    validate=st.none() | st.fixed_dictionaries({"exist": st.lists(st.text(max_size=20), max_size=3)}) | json_values,
+    value=st.none() | st.sampled_from(["${decoded.c}", "${payload}", "x", "${"]) | st.text(max_size=20) | json_values,
+)
+def test_parse_phases_never_raises(transform, validate, value):
+    """Admission and the planner will call it on whatever a user applied: an answer, never an exception."""
+    result = parse_phases(transform, validate, value, GROUP_NAMES)
+    assert isinstance(result, Phases | SpecProblem)
+    if isinstance(result, SpecProblem):
+        assert result.reason and result.message
 
 
 @given(
@@ -627,6 +674,7 @@ GROUPS = ("payload", "payload_length", "credentials")
         pytest.param(TOKEN_PAYLOAD, None, "${dekoded.c}", "UnknownInterpolation", id="value-unknown-output"),
         pytest.param(BASIC_TO_TOKEN[:1], None, "${basic.c}", "UnknownOutputKey", id="regex-output-keys"),
         pytest.param(None, {"exist": ["${decoded.c}"]}, None, "UnknownInterpolation", id="no-transform"),
+        pytest.param(TOKEN_PAYLOAD, None, 2, "InvalidClassifyValue", id="value-not-a-string"),
     ],
 )
 def test_spec_problems(transform, validate, value, reason):
