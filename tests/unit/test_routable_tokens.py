@@ -9,6 +9,7 @@ there from GitLab's documented layout, not copied tokens).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 
 import pytest
@@ -57,6 +58,11 @@ from tests.support.tokens import (
     with_crc,
 )
 
+# Fixed random bytes: every example token is the same on every run (the property tests draw their own).
+R = bytes(range(16))
+pat = functools.partial(personal_access_token, random_bytes=R)
+runner = functools.partial(runner_token, random_bytes=R)
+
 # The note's section 1.3 and 2.4, verbatim.
 NOTE_PAT = "glpat-oKGio6SlpqeoqaqrrK2ur2M6MgpvOjEKdTp5YQw.01.1312v6pf5"
 NOTE_RUNNER = "glrt-t2_oKGio6SlpqeoqaqrrK2ur2M6MgpnOjI1Cm86MQp1OnlhEQ.01.1a1ev1coy"
@@ -74,7 +80,9 @@ JOB_VALUE = (
 )
 BASIC_VALUE = r"^Basic (?<credentials>[A-Za-z0-9+/]+={0,2})$"
 # Inside Basic: any user, a v1 token whatever its prefix [M1]; or a job token's JWT.
-BASIC_V1 = r"^[^:]*:(?:[A-Za-z0-9_]+-)*[a-z]+-" + V1_TOKEN + "$"
+# The capture takes the prefix too and the length field strips it: a separate prefix pattern such as
+# "[a-z]+-" would eat into payloads that contain "-" (base64url does; see test_prefix_agnostic_capture).
+BASIC_V1 = r"^[^:]*:(?<payload>[0-9A-Za-z_-]{27,330})\.01\.(?<payload_length>[0-9a-z]{2})[0-9a-z]{7}$"
 BASIC_JWT = r"^[^:]*:(?:[A-Za-z0-9_]+-)?glcbt-[A-Za-z0-9_-]+\.(?<jwt_payload>[A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+$"
 
 TOKEN_PAYLOAD = {"type": "routable-token-payload", "input": ["${payload}", "${payload_length}"], "output": "decoded"}
@@ -125,7 +133,7 @@ def route(match_value: str, transform, header_value: str, **kwargs) -> Applied |
 
 
 def test_generator_reproduces_the_worked_example_byte_for_byte():
-    token = personal_access_token(2, 1, 1234, random_bytes=WORKED_EXAMPLE_RANDOM)
+    token = pat(2, 1, 1234, random_bytes=WORKED_EXAMPLE_RANDOM)
     assert token == NOTE_PAT
     assert len(token) == 58
 
@@ -137,7 +145,7 @@ def test_worked_example_decodes_to_cell_2_organization_1_user_1234():
 
 
 def test_runner_example_is_reproduced_and_its_partition_marker_stripped():
-    token = runner_token(2, 1, group=77, user=1234, random_bytes=WORKED_EXAMPLE_RANDOM)
+    token = runner(2, 1, group=77, user=1234, random_bytes=WORKED_EXAMPLE_RANDOM)
     assert token == NOTE_RUNNER
     assert decode_routable_token(token) == Routing({"c": 2, "g": 77, "o": 1, "u": 1234})
     prefixed = token.removeprefix("glrt-").split(".")[0]
@@ -157,10 +165,10 @@ def test_job_token_and_basic_header_reproduce_the_note():
 
 
 def test_runner_token_variants():
-    registered = runner_token(3, 1, project=9, runner_type="project", registered=True, with_type_key=True)
+    registered = runner(3, 1, project=9, runner_type="project", registered=True, with_type_key=True)
     assert registered.startswith("glrtr-t3_")
     assert decode_routable_token(registered) == Routing({"c": 3, "o": 1, "p": 9, "t": 3})
-    plain = runner_token(3, 1, group=5, partition_marker=False)
+    plain = runner(3, 1, group=5, partition_marker=False)
     assert plain.startswith("glrt-") and not plain.startswith("glrt-t")
     assert decode_routable_token(plain) == Routing({"c": 3, "g": 5, "o": 1})
 
@@ -173,7 +181,7 @@ def test_generator_follows_the_rails_rules():
     with pytest.raises(ValueError, match="too big"):
         routable_token("glpat-", {"o": "z" * 200})
     # A cell without a configured id mints tokens without c (compact_blank [G1]).
-    assert decode_routable_token(personal_access_token(None, 1, 5)) == Routing({"o": 1, "u": 5})
+    assert decode_routable_token(pat(None, 1, 5)) == Routing({"o": 1, "u": 5})
 
 
 # --- base36 -----------------------------------------------------------------------------------------------
@@ -374,13 +382,14 @@ def test_job_tokens_round_trip(cell, organization, user, project, group):
     user=st.text(max_size=40).filter(lambda u: ":" not in u),
     cell=ids,
     kind=st.sampled_from(["pat", "runner", "job"]),
+    random=st.binary(min_size=16, max_size=16),
 )
-def test_basic_credentials_route_for_any_user_name(user, cell, kind):
+def test_basic_credentials_route_for_any_user_name(user, cell, kind, random):
     """Chained decode-base64-match -> routable-token-payload / routable-json, any user-id before the colon."""
     if kind == "job":
         outcome = route(BASIC_VALUE, BASIC_TO_JWT, basic_authorization(user, job_token(cell, 1, 2)))
     else:
-        token = personal_access_token(cell, 1, 2) if kind == "pat" else runner_token(cell, 1, group=3)
+        token = pat(cell, 1, 2, random_bytes=random) if kind == "pat" else runner(cell, 1, group=3, random_bytes=random)
         outcome = route(BASIC_VALUE, BASIC_TO_TOKEN, basic_authorization(user, token))
     assert isinstance(outcome, Applied), outcome
     assert outcome.value == str(cell)
@@ -424,7 +433,7 @@ def test_parse_phases_never_raises(transform, validate, value):
 )
 def test_any_single_character_change_is_caught_by_the_crc(random, position, replacement):
     """CRC-32 detects every burst of up to 32 bits, so every one-character substitution is refused."""
-    token = personal_access_token(2, 1, 1234, random_bytes=random)
+    token = pat(2, 1, 1234, random_bytes=random)
     index = position % len(token)
     if token[index] == replacement:
         replacement = "!" if replacement != "!" else "#"
@@ -464,28 +473,26 @@ def test_note_pat_rule_routes_the_worked_example_to_cell_2():
 
 def test_cell_id_value_is_decimal():
     """Decision 1: cell 10 is ``a`` in the token and ``10`` in CELL_ID, the id config.toml knows."""
-    token = personal_access_token(10, 1, 1)
+    token = pat(10, 1, 1)
     assert "c:a" in base64.urlsafe_b64decode(token.split(".")[0][6:] + "==")[16:-1].decode()
     assert route(PAT_VALUE, TOKEN_PAYLOAD, token).value == "10"
     assert route(PAT_VALUE, TOKEN_PAYLOAD, token, value="cell-${decoded.c}").value == "cell-10"
     # Passing base36 through would send cell 36 ("10" in base36) to cell 10.
     assert to_base36(36) == "10"
-    assert route(PAT_VALUE, TOKEN_PAYLOAD, personal_access_token(36, 1, 1)).value == "36"
+    assert route(PAT_VALUE, TOKEN_PAYLOAD, pat(36, 1, 1)).value == "36"
 
 
 @pytest.mark.parametrize(
     ("match_value", "transform", "header_value", "cell"),
     [
-        pytest.param(PAT_VALUE, TOKEN_PAYLOAD, personal_access_token(3, 1, 7), "3", id="private-token"),
-        pytest.param(
-            PAT_VALUE, TOKEN_PAYLOAD, personal_access_token(4, 1, 7, instance_prefix="acme"), "4", id="instance-prefix"
-        ),
-        pytest.param(BEARER_VALUE, TOKEN_PAYLOAD, "Bearer " + personal_access_token(5, 1, 7), "5", id="bearer"),
-        pytest.param(RUNNER_VALUE, TOKEN_PAYLOAD, runner_token(6, 1, group=2), "6", id="runner-token"),
+        pytest.param(PAT_VALUE, TOKEN_PAYLOAD, pat(3, 1, 7), "3", id="private-token"),
+        pytest.param(PAT_VALUE, TOKEN_PAYLOAD, pat(4, 1, 7, instance_prefix="acme"), "4", id="instance-prefix"),
+        pytest.param(BEARER_VALUE, TOKEN_PAYLOAD, "Bearer " + pat(5, 1, 7), "5", id="bearer"),
+        pytest.param(RUNNER_VALUE, TOKEN_PAYLOAD, runner(6, 1, group=2), "6", id="runner-token"),
         pytest.param(
             RUNNER_VALUE,
             TOKEN_PAYLOAD,
-            runner_token(7, 1, project=2, runner_type="project", registered=True),
+            runner(7, 1, project=2, runner_type="project", registered=True),
             "7",
             id="runner-registered",
         ),
@@ -493,12 +500,12 @@ def test_cell_id_value_is_decimal():
         pytest.param(
             BASIC_VALUE,
             BASIC_TO_TOKEN,
-            basic_authorization("oauth2", personal_access_token(9, 1, 7)),
+            basic_authorization("oauth2", pat(9, 1, 7)),
             "9",
             id="basic-pat",
         ),
         pytest.param(
-            BASIC_VALUE, BASIC_TO_TOKEN, basic_authorization("x", runner_token(11, 1, group=2)), "11", id="basic-runner"
+            BASIC_VALUE, BASIC_TO_TOKEN, basic_authorization("x", runner(11, 1, group=2)), "11", id="basic-runner"
         ),
         pytest.param(
             BASIC_VALUE,
@@ -516,16 +523,31 @@ def test_every_routable_kind_reaches_its_cell(match_value, transform, header_val
     assert outcome.value == cell
 
 
+def test_prefix_agnostic_capture():
+    """Regression (found by the Basic property test): base64url payloads contain "-", so a rule that
+    matches the prefix separately ("[a-z]+-") can end it inside the payload and capture too little; the
+    length field then points before the capture (BadLength). Capturing prefix and payload together and
+    letting payload_length strip the prefix [G2] [G6] works for every prefix."""
+    token = pat(2, 1, 1234, random_bytes=bytes.fromhex("6be0000102030405060708090a0b0c0d"))
+    assert token.startswith("glpat-a-")  # the payload starts with "a-"
+    naive = r"^[^:]*:(?:[A-Za-z0-9_]+-)*[a-z]+-" + V1_TOKEN + "$"
+    steps = [BASIC_TO_TOKEN[0] | {"regexValue": naive}, BASIC_TO_TOKEN[1]]
+    broken = route(BASIC_VALUE, steps, basic_authorization("u", token))
+    assert isinstance(broken, NotApplied) and broken.reason == "BadLength", broken
+    assert route(BASIC_VALUE, BASIC_TO_TOKEN, basic_authorization("u", token)).value == "2"
+    assert route(PAT_VALUE, TOKEN_PAYLOAD, token).value == "2"
+
+
 def test_chained_basic_rule_keeps_both_steps_outputs():
     outcome = route(BASIC_VALUE, BASIC_TO_TOKEN, NOTE_BASIC)
     assert isinstance(outcome, Applied)
-    assert outcome.outputs["basic"] == {"payload": NOTE_PAT[6:-13], "payload_length": "13"}
+    assert outcome.outputs["basic"] == {"payload": NOTE_PAT[:-13], "payload_length": "13"}  # prefix included
     assert outcome.outputs["decoded"] == {"c": "2", "o": "1", "u": "1234"}
     assert [s.step.output for s in outcome.steps] == ["basic", "decoded"]
 
 
 def test_token_without_cell_fails_validation_with_the_missing_key():
-    outcome = route(PAT_VALUE, TOKEN_PAYLOAD, personal_access_token(None, 1, 5))
+    outcome = route(PAT_VALUE, TOKEN_PAYLOAD, pat(None, 1, 5))
     assert isinstance(outcome, NotApplied)
     assert (outcome.phase, outcome.reason) == ("validate", "NotExist")
     assert "output 'decoded' has no key 'c' (it has: o, u)" in outcome.detail
@@ -534,7 +556,7 @@ def test_token_without_cell_fails_validation_with_the_missing_key():
 
 
 def test_without_validate_an_unresolved_value_is_reported_by_classify():
-    outcome = route(PAT_VALUE, TOKEN_PAYLOAD, personal_access_token(None, 1, 5), validate=None)
+    outcome = route(PAT_VALUE, TOKEN_PAYLOAD, pat(None, 1, 5), validate=None)
     assert isinstance(outcome, NotApplied)
     assert (outcome.phase, outcome.reason) == ("classify", "UnresolvedValue")
 
