@@ -227,3 +227,27 @@ def test_a_crd_deleted_while_running_is_an_error_and_recovers():
     errors = [r.getMessage() for r in records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "was deleted" in errors[0] and "kubectl apply --server-side -f crds/" in errors[0]
     assert any("installed again" in r.getMessage() for r in records)
+
+
+def test_sigterm_hands_over_at_once_writers_stopped_then_the_lease_released():
+    from cells_operator.election import LeaderElector
+    from cells_operator.leader import ElectionConfig
+    from tests.unit.test_leader_election import MemoryLease
+
+    async def scenario():
+        lease = MemoryLease()
+        s = supervisor()
+        clock = asyncio.get_running_loop().time
+        s.elector = LeaderElector(lease, "me", ElectionConfig(), clock)
+        s.election_task = asyncio.create_task(s.elector.run())
+        task = asyncio.create_task(s.run(memo=None))
+        await asyncio.sleep(10)
+        assert lease.record.holder == "me" and s.elector.may_write()
+        s.request_stop()  # what SIGTERM does
+        assert await task == 0
+        await s.hand_over()  # what serve() does afterwards: nothing more to do
+        return lease, s
+
+    lease, s = run(scenario())
+    assert lease.record.holder == "" and lease.record.lease_duration_seconds == 1
+    assert s.election_task.cancelled() and not s.elector.may_write()
