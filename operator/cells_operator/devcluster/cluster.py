@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .assets import AssetError, Assets, find_assets
+from .assets import AssetError, Assets, binary_version, find_assets
 
 ADMIN_USER = "cells-admin"
 
@@ -75,6 +75,7 @@ class LocalCluster:
     pids: dict[str, int] = field(default_factory=dict)
     admin_token: str = ""
     quiet: bool = False
+    server_version: tuple[int, int] | None = None  # what kube-apiserver --version said, set by start()
 
     # ----------------------------------------------------------------- paths
     @property
@@ -111,6 +112,7 @@ class LocalCluster:
             path = getattr(self.assets, name)
             if not (path.is_file() and os.access(path, os.X_OK)):
                 raise AssetError(f"{name.replace('_', '-')} binary missing or not executable: {path}")
+        self.server_version = binary_version(self.assets.kube_apiserver)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._check_ports()
         try:
