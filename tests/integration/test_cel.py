@@ -83,8 +83,8 @@ def test_id_may_change_until_registered_and_never_after(kubectl, namespace, no_w
     set_status(kubectl, namespace, "cell", "a", {"registeredId": 3})
     error = refused(kubectl, namespace, "patch", "cell", "a", "--type=merge", "-p", '{"spec": {"id": 4}}')
     assert "spec.id" in error
-    assert "Cell 'a' is refused (IdImmutable): id cannot change once registered (registered as 3, spec says 4)" in error
-    assert "set it back to 3" in error
+    assert "Cell 'a' is refused (IdImmutable): id cannot change once registered" in error
+    assert "set it back to status.registeredId" in error
     assert kubectl.get("cell", "a", namespace)["spec"]["id"] == 3
     # What may still change: everything else, and status writes (the rule looks at spec changes only).
     patch_spec(kubectl, namespace, "a", {"address": "moved.cells.svc:8080"})
@@ -128,7 +128,7 @@ def test_inverted_range_is_refused_at_create(kubectl, namespace, no_webhook):
     bad = cell_manifest("inverted", 9, skipRangeValidation=True, sequenceRanges=[{"minval": 9 * SIZE, "maxval": 5}])
     error = apply_refused(kubectl, namespace, bad)
     assert "spec.sequenceRanges[0]" in error
-    assert f"(InvalidRange) maxval (5) is smaller than minval ({9 * SIZE})" in error
+    assert "(InvalidRange) maxval is smaller than minval" in error
     assert kubectl.get_or_none("cell", "inverted", namespace) is None
     single = cell_manifest("single", 9, skipRangeValidation=True, sequenceRanges=[{"minval": 5, "maxval": 5}])
     kubectl.apply(single, namespace)  # minval == maxval is a range of one id
@@ -140,7 +140,7 @@ def test_registered_by_the_real_operator_then_refused_by_the_server(kubectl, nam
     obj = wait_ready(kubectl, "cell", "c1", namespace)
     assert obj["status"]["registeredId"] == 1
     error = refused(kubectl, namespace, "patch", "cell", "c1", "--type=merge", "-p", '{"spec": {"id": 5}}')
-    assert "(IdImmutable)" in error and "registered as 1, spec says 5" in error
+    assert "Cell 'c1' is refused (IdImmutable)" in error
     grown = [*obj["status"]["sequenceRanges"], {"minval": 10**15, "maxval": 10**15 + SIZE}]
     error = refused(
         kubectl,

@@ -217,6 +217,10 @@ class LocalCluster:
                 f"--secure-port={self.apiserver_port}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # The reconciler publishes the advertise address as the endpoints of Service
+                # default/kubernetes, for pods; there are no pods here, and current releases refuse a
+                # loopback address for it ("may not be in the loopback range").
+                "--endpoint-reconciler-type=none",
                 f"--cert-dir={pki}",
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 "--authorization-mode=RBAC",
@@ -288,14 +292,43 @@ class LocalCluster:
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={self.ca_file}",
                 "--leader-elect=false",
-                "--port=0",
+                *self._controller_manager_version_flags(),
                 "--bind-address=127.0.0.1",
                 f"--secure-port={self.kcm_port}",
-                "--controllers=*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,"
-                "-persistentvolume-expander,-route,-service,-cloud-node-lifecycle",
                 "--v=1",
             ],
         )
+
+    def _controller_manager_version_flags(self) -> list[str]:
+        """Flags whose spelling depends on the release (the binary's own ``--version``, not K8S_VERSION).
+
+        ``--port=0`` turned off the insecure port until 1.23; 1.24 removed the flag and the port. The
+        disabled controllers need nodes, volumes or a cloud, none of which exist here. 1.28 renamed
+        every controller to ``<name>-controller``, and 1.37's list no longer has the cloud ones (route,
+        service, cloud-node-lifecycle); without ``--cloud-provider`` they did nothing anyway.
+        """
+        version = self.server_version or (1, 20)
+        if version >= (1, 28):
+            disabled = [
+                "node-ipam-controller",
+                "node-lifecycle-controller",
+                "persistentvolume-attach-detach-controller",
+                "persistentvolume-binder-controller",
+                "persistentvolume-expander-controller",
+            ]
+        else:
+            disabled = [
+                "nodeipam",
+                "nodelifecycle",
+                "attachdetach",
+                "persistentvolume-binder",
+                "persistentvolume-expander",
+                "route",
+                "service",
+                "cloud-node-lifecycle",
+            ]
+        flags = ["--port=0"] if version < (1, 24) else []
+        return [*flags, "--controllers=*," + ",".join(f"-{c}" for c in disabled)]
 
     def _write_state(self) -> None:
         state = {
