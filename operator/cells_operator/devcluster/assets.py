@@ -48,7 +48,7 @@ LEGACY_K8S_VERSION = "1.20.2"
 """The release the project was first tested on; built from Debian's source package (see the module doc)."""
 CURRENT_K8S_VERSION = "1.37.2"
 """The newest patch of the newest minor the Go module proxy served when this was pinned (ADR 0012)."""
-DEFAULT_K8S_VERSION = LEGACY_K8S_VERSION
+DEFAULT_K8S_VERSION = CURRENT_K8S_VERSION
 """What ``make cluster``/``make test``/CI run on when ``$K8S_VERSION`` is unset."""
 SUPPORTED_MINORS = ((1, 35), (1, 36), (1, 37))
 """The support window (ADR 0012): the newest three minors. Others run, with a warning."""
