@@ -58,6 +58,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:port now (with SO_REUSEADDR, as Go's listeners do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -381,7 +392,14 @@ class LocalCluster:
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            _reap(pid)
+            _wait_gone(pid, 30.0)
+        # A killed process keeps its listening socket until the kernel has torn it down; 1.37's larger
+        # apiserver takes long enough for the new one to hit "bind: address already in use".
+        deadline = time.monotonic() + 30.0
+        while not port_free(self.apiserver_port):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"port {self.apiserver_port} still taken 30s after the apiserver was killed")
+            time.sleep(0.1)
         self._start_apiserver(timeout)
         self._write_state()
 
@@ -433,6 +451,15 @@ def _pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait until a killed process has exited (reaping it if it is our child)."""
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    _reap(pid)
 
 
 def _reap(pid: int) -> None:
