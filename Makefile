@@ -14,7 +14,7 @@ K8S_VERSION ?=
 export K8S_VERSION
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv node assets cluster cluster-down test unit integration e2e demo demo-down lint fmt bench e2e-kind clean
+.PHONY: help venv node assets cluster cluster-down test unit integration e2e soak soak-churn demo demo-down lint fmt bench e2e-kind clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -61,8 +61,16 @@ node: ## Node.js for the ECMAScript differential test (Debian's nodejs if none i
 test: assets node lint ## every test tier that can run here: unit, integration, e2e
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
-bench: venv ## benchmarks: the data plane (router vs direct) -> docs/benchmarks-dataplane.md
+SOAK_RUNS ?= 20
+soak: assets ## the fault tests SOAK_RUNS times (default 20), each on a fresh control plane; prints passes and failures
+	$(PY) -m tests.soak --runs $(SOAK_RUNS)
+
+soak-churn: assets ## 10 minutes of churn and API server restarts; operator RSS and fds sampled -> docs/benchmarks.md
+	$(PY) -m tests.bench.churn
+
+bench: assets ## benchmarks: the data plane (router vs direct), leader failover -> docs/benchmarks.md
 	$(PY) -m tests.bench.dataplane
+	$(PY) -m tests.bench.failover
 
 demo: cluster ## control plane + CRDs + operator + samples, then show what happened
 	$(PY) -m cells_operator.demo --cluster-dir $(CLUSTER_DIR)

@@ -66,12 +66,26 @@ def namespace(kubectl, request):
 
 @pytest.fixture
 def operator(control_plane, tmp_path, request):
-    """The operator as a real subprocess (``cells-operator run --standalone``) for the test's duration."""
+    """The operator as a real subprocess (``cells-operator run``) for the test's duration."""
     proc = OperatorProcess(control_plane.kubeconfig, tmp_path / "operator.log")
     proc.start()
     yield proc
     proc.stop()
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
-        print("\n----- operator log (tail) -----\n" + proc.log_tail(80))
+        kept = keep_log(proc.logfile, request.node.nodeid)
+        print(f"\n----- operator log (tail; the whole log is kept in {kept}) -----\n" + proc.log_tail(40))
         print("\n----- control plane logs (tail) -----\n" + control_plane.all_log_tails(20))
+
+
+def keep_log(path: Path, nodeid: str) -> Path:
+    """Copy a failed test's whole log to ``.test-logs/<test>/`` in the checkout, where it outlives pytest's
+    temporary folders and a CI job can collect it."""
+    import re
+    import shutil
+
+    target = ROOT / ".test-logs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid)
+    target.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        shutil.copy(path, target / path.name)
+    return target / path.name

@@ -3,10 +3,15 @@
 For each request: the first matching rule decides; ``classify`` asks the Topology Service (through a
 cache of positive and negative answers that honours its Cache-Control and serves stale answers when the
 service is down); ``proxy`` goes straight to the rule's address. Bodies stream both ways (no full
-buffering); hop-by-hop headers are dropped; ``X-Forwarded-*`` is added; every response says which rule
-decided (``X-Cells-Router-Rule-Action`` / ``-Type``). Failures are answered, never hung: no rule -> 502,
-Topology Service unreachable with nothing cached -> 503, unknown cell -> 502, cell unreachable -> 502,
-cell too slow -> 504.
+buffering); hop-by-hop headers are dropped; ``X-Forwarded-*`` is added. Like GitLab's router, the
+proxied request tells the cell which rule decided (``X-Gitlab-Http-Router-Rule-Action``: ``classify`` or
+``proxy``; ``X-Gitlab-Http-Router-Rule-Type``: the classify type, none for proxy), which GitLab Rails reads
+(``Gitlab::HttpRouter::RuleContext``); values a client sent itself are dropped. Every response says the
+same as ``X-Cells-Router-Rule-Action`` / ``-Type`` (a debugging aid). A ``proxy`` rule without an address
+goes to ``--default-upstream``, or to the first cell when that is unset. The scheme and port for an
+address are chosen by ``--upstream-scheme`` (``auto``: https for a bare host, http for ``host:port``).
+Failures are answered, never hung: no rule -> 502, Topology Service unreachable with nothing cached ->
+503, unknown cell -> 502, cell unreachable -> 502, cell too slow -> 504.
 
 The ruleset file (``<ruleset>.json`` from the operator's ConfigMap) is reloaded atomically on change; a
 bad file is rejected and the last good ruleset stays in service. Admin endpoints (``/healthz``,
@@ -27,9 +32,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from cells_operator.cell import address_problem
+
 from .classify_cache import ClassifyCache, ServiceAnswer, Unavailable
 from .filewatch import WatchedFile
-from .routing import Decision, RequestView, Ruleset, load_ruleset
+from .routing import SCHEMES, Decision, RequestView, Ruleset, load_ruleset, upstream_base
 
 log = logging.getLogger("cells_router")
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -47,6 +54,10 @@ HOP_BY_HOP = {
 }
 ACTION_HEADER = "X-Cells-Router-Rule-Action"
 TYPE_HEADER = "X-Cells-Router-Rule-Type"
+# What GitLab's router sets on the proxied request (http-router src/header.ts, as cited by gitlabhq's
+# lib/gitlab/http_router/rule_context.rb); Rails counts routed requests by them.
+UPSTREAM_ACTION_HEADER = "X-Gitlab-Http-Router-Rule-Action"
+UPSTREAM_TYPE_HEADER = "X-Gitlab-Http-Router-Rule-Type"
 CHUNK = 64 * 1024
 
 
@@ -104,7 +115,15 @@ class Router:
         connect_timeout: float = 2.0,
         upstream_timeout: float = 30.0,
         poll: float = 1.0,
+        upstream_scheme: str = "auto",
+        default_upstream: str | None = None,
     ):
+        if upstream_scheme not in SCHEMES:
+            raise ValueError(f"upstream scheme must be one of {', '.join(SCHEMES)}, got {upstream_scheme!r}")
+        if default_upstream is not None and (problem := address_problem(default_upstream)):
+            raise ValueError(f"default upstream: {problem}")
+        self.upstream_scheme = upstream_scheme
+        self.default_upstream = default_upstream
         self.metrics = Metrics()
         self.topology_service = topology_service.rstrip("/")
         self.classify_timeout = aiohttp.ClientTimeout(total=classify_timeout)
@@ -173,14 +192,24 @@ class Router:
         if decision is None:
             return None, _error(502, "no routing rule matched this request")
         address = decision.address
-        if decision.action == "classify":
+        if decision.action == "proxy" and address is None:
+            address = self.default_upstream
+        if address is None:
+            # A classify rule; or a proxy rule without an address and no --default-upstream: the first cell.
+            if decision.action == "classify":
+                kind, value = decision.classify_type or "", decision.value
+            else:
+                kind, value = "FIRST_CELL", None
             try:
-                resolution = await self.cache.resolve(decision.classify_type or "", decision.value)
+                resolution = await self.cache.resolve(kind, value)
             except Unavailable as exc:
                 return decision, _error(503, f"topology service unavailable: {exc}", decision)
             self.metrics.cache.labels(resolution.source).inc()
             if resolution.address is None:
-                what = f"{decision.classify_type} {decision.value or ''}".strip()
+                if decision.action == "proxy":
+                    reason = "no default upstream: no first cell and no --default-upstream"
+                    return decision, _error(502, reason, decision)
+                what = f"{kind} {value or ''}".strip()
                 return decision, _error(502, f"cell not found: {what}", decision)
             address = resolution.address
         assert address is not None
@@ -192,10 +221,14 @@ class Router:
         started = time.perf_counter()
         response: web.StreamResponse | None = None
         try:
+            base = upstream_base(address, self.upstream_scheme)
+        except ValueError as exc:
+            return _error(502, f"cell address unusable: {exc}", decision)
+        try:
             async with self.session.request(
                 request.method,
-                f"http://{address}{request.rel_url}",
-                headers=_forward_headers(request),
+                f"{base}{request.rel_url}",
+                headers=_forward_headers(request, decision),
                 data=request.content if request.body_exists else None,
                 allow_redirects=False,
                 timeout=self.upstream_timeout,
@@ -243,8 +276,13 @@ def _connection_tokens(headers) -> set[str]:
     return {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",") if t.strip()}
 
 
-def _forward_headers(request: web.Request) -> dict[str, str] | list[tuple[str, str]]:
-    drop = HOP_BY_HOP | _connection_tokens(request.headers) | {"host"}
+def _forward_headers(request: web.Request, decision: Decision) -> list[tuple[str, str]]:
+    # A client must not be able to claim a rule decision of its own: its copies of the rule headers go.
+    drop = (
+        HOP_BY_HOP
+        | _connection_tokens(request.headers)
+        | {"host", UPSTREAM_ACTION_HEADER.lower(), UPSTREAM_TYPE_HEADER.lower()}
+    )
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
     peer = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
@@ -254,6 +292,15 @@ def _forward_headers(request: web.Request) -> dict[str, str] | list[tuple[str, s
     headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
     headers.append(("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme)))
     headers.append(("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host)))
+    headers.extend(rule_headers(decision))
+    return headers
+
+
+def rule_headers(decision: Decision) -> list[tuple[str, str]]:
+    """What GitLab's router tells the cell about the deciding rule: the action, and the type for classify."""
+    headers = [(UPSTREAM_ACTION_HEADER, decision.action)]
+    if decision.action == "classify" and decision.classify_type:
+        headers.append((UPSTREAM_TYPE_HEADER, decision.classify_type))
     return headers
 
 
@@ -320,7 +367,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connect-timeout", type=float, default=2.0)
     parser.add_argument("--upstream-timeout", type=float, default=30.0, help="max seconds between upstream reads")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between checks of the ruleset file")
+    parser.add_argument(
+        "--upstream-scheme",
+        choices=SCHEMES,
+        default=env.get("CELLS_UPSTREAM_SCHEME", "auto"),
+        help="scheme for cell addresses: auto (https, port 443, for a bare host; http for host:port), http or https",
+    )
+    parser.add_argument(
+        "--default-upstream",
+        default=env.get("CELLS_DEFAULT_UPSTREAM") or None,
+        help="address for proxy rules without one (default: the first cell, asked of the Topology Service)",
+    )
     args = parser.parse_args(argv)
+    if args.default_upstream and (problem := address_problem(args.default_upstream)):
+        parser.error(f"--default-upstream: {problem}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     router = Router(
         Path(args.rules),
@@ -331,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
         args.connect_timeout,
         args.upstream_timeout,
         args.poll,
+        args.upstream_scheme,
+        args.default_upstream,
     )
     asyncio.run(serve(router, args.host, args.port, args.admin_port))
 

@@ -6,9 +6,11 @@ the operator validates with -- so what the operator accepted behaves here as it 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from cells_operator.cell import address_problem, split_address
 from cells_operator.ecmaregex import EcmaPattern, compile_pattern
 from cells_operator.router_format import RouterRule, parse_ruleset
 from cells_operator.rule import INTERPOLATION  # one definition of ${name}: validated there, applied here
@@ -104,8 +106,8 @@ class Ruleset:
                 continue
             rule = compiled.rule
             if rule.action == "proxy":
-                assert rule.proxy is not None
-                return Decision(index, "proxy", address=rule.proxy.address)
+                # No proxy section: the router's default upstream (address None here).
+                return Decision(index, "proxy", address=rule.proxy.address if rule.proxy else None)
             assert rule.classify is not None
             value = interpolate(rule.classify.value, groups) if rule.classify.value else None
             return Decision(index, "classify", rule.classify.type, value)
@@ -115,8 +117,8 @@ class Ruleset:
 def compile_rules(rules: list[RouterRule]) -> Ruleset:
     compiled = []
     for rule in rules:
-        if (rule.action == "classify" and rule.classify is None) or (rule.action == "proxy" and rule.proxy is None):
-            raise ValueError(f"rule action {rule.action} without its section")
+        if rule.action == "classify" and rule.classify is None:
+            raise ValueError("rule action classify without its section")
         m = rule.match
         if m is None:
             compiled.append(CompiledRule(rule))
@@ -126,6 +128,28 @@ def compile_rules(rules: list[RouterRule]) -> Ruleset:
             raise ValueError(f"{m.type} match without regex_name")
         compiled.append(CompiledRule(rule, name_re, compile_pattern(m.regex_value)))
     return Ruleset(compiled)
+
+
+SCHEMES = ("auto", "http", "https")
+
+
+@functools.lru_cache(maxsize=4096)  # per request on the hot path; addresses are few
+def upstream_base(address: str, scheme: str = "auto") -> str:
+    """The URL prefix the router sends a request for ``address`` to (ADR 0010).
+
+    Upstream's cells are bare hostnames (``cell-2.gitlab.example``) reached over HTTPS; local setups write
+    ``host:port`` and speak plain HTTP. So ``auto`` means https (port 443) for an address without a port
+    and http for one with a port; ``http`` or ``https`` force the scheme, and an address without a port
+    then gets that scheme's default port (80 or 443).
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"upstream scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    if problem := address_problem(address):
+        raise ValueError(problem)
+    host, port = split_address(address)
+    if scheme == "auto":
+        scheme = "https" if port is None else "http"
+    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
 
 
 def load_ruleset(raw: bytes | str) -> Ruleset:

@@ -2,8 +2,9 @@
 
 Reads ``topology.json`` (the operator's ConfigMap, mounted as a file), reloads it on change without
 dropping requests (each request sees one immutable snapshot), rejects a bad file and keeps the last good
-records. Endpoints: ``POST /v1/classify``, ``GET /v1/cells``, ``GET /v1/cells/{id}``, ``/healthz``,
-``/readyz`` (ready once records are loaded), ``/metrics``.
+records. Endpoints: ``POST /v1/classify`` (GitLab's REST mapping of ``ClassifyService.Classify``), and
+this project's extensions ``GET /v1/cells``, ``GET /v1/cells/{id}`` (upstream's ``GetCells`` is gRPC only,
+with no REST mapping), ``/healthz``, ``/readyz`` (ready once records are loaded), ``/metrics``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from cells_operator.records import parse_topology_json
 
-from .classify import INVALID_ARGUMENT, NOT_FOUND, Snapshot, classify
+from .classify import INVALID_ARGUMENT, Snapshot, classify, not_found, status_body
 from .filewatch import WatchedFile
 
 log = logging.getLogger("cells_topology_service")
@@ -80,7 +81,7 @@ def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll:
 
     def unavailable() -> web.Response:
         return web.json_response(
-            {"code": 14, "message": "records not loaded yet"}, status=503, headers={"Cache-Control": "no-store"}
+            status_body(14, "records not loaded yet"), status=503, headers={"Cache-Control": "no-store"}
         )
 
     async def post_classify(request: web.Request) -> web.StreamResponse:
@@ -92,7 +93,7 @@ def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             response = web.json_response(
-                {"code": INVALID_ARGUMENT, "message": "request body is not valid JSON"},
+                status_body(INVALID_ARGUMENT, "request body is not valid JSON"),
                 status=400,
                 headers={"Cache-Control": "no-store"},
             )
@@ -138,9 +139,7 @@ def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll:
             return observe(
                 "GetCell",
                 started,
-                web.json_response(
-                    {"code": INVALID_ARGUMENT, "message": f"cell id {raw!r} is not an integer"}, status=400
-                ),
+                web.json_response(status_body(INVALID_ARGUMENT, f"cell id {raw!r} is not an integer"), status=400),
             )
         cell = snapshot.by_id.get(int(raw))
         if cell is None:
@@ -148,7 +147,7 @@ def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll:
                 "GetCell",
                 started,
                 web.json_response(
-                    {"code": NOT_FOUND, "message": f"cell not found: {raw}"},
+                    not_found(raw).body,
                     status=404,
                     headers={"Cache-Control": f"max-age={negative_max_age}"},
                 ),

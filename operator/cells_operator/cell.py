@@ -15,13 +15,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .ranges import DEFAULT_SEQUENCE_SIZE, MAX_SEQUENCE_VALUE, SequenceRange
+from .ranges import DEFAULT_SEQUENCE_SIZE, SequenceRange
 
 GROUP = "cells.dev"
 VERSION = "v1alpha1"
 PLURAL = "cells"
 KIND = "Cell"
 
+# A cell id is an int64 in the Topology Service's CellInfo; it is not drawn from the sequence space.
+MAX_CELL_ID = 2**63 - 1
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
@@ -33,7 +35,11 @@ class CellState(StrEnum):
 
     - ``Active``: routable, may receive new organisations, may be the first cell;
     - ``Draining``: routable, receives no new organisations, never the first cell;
-    - ``Offline``: registered and its ranges kept, but not routable.
+    - ``Offline``: registered and its ranges kept, but not routable: never the first cell, never a
+      ``proxy.cellRef`` target.
+
+    Every state stays in ``config.toml``: GitLab's Topology Service knows no states, and a cell's id and
+    ranges are permanent facts of its record (ADR 0010). "Routable" is the control plane's notion only.
     """
 
     ACTIVE = "Active"
@@ -50,7 +56,7 @@ class CellSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
-    id: int = Field(ge=1, le=MAX_SEQUENCE_VALUE)
+    id: int = Field(ge=1, le=MAX_CELL_ID)
     address: str
     session_prefix: str | None = None
     sequence_ranges: tuple[SequenceRange, ...] | None = None
@@ -73,23 +79,51 @@ class Problem:
     message: str
 
 
-def address_problem(address: str) -> str | None:
-    """``host:port`` with a DNS name, IPv4 address or bracketed IPv6 address and a port 1-65535."""
+# The CRD's pattern for addresses (Cell.spec.address, RoutingRule.spec.proxy.address): a cheap first line
+# of defence at the API server; address_problem below is the full check, shared by admission and planner.
+ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?)(:[0-9]{1,5})?$"
+
+
+def split_address(address: str) -> tuple[str, int | None]:
+    """``(host, port)`` of a valid address; port None when the address has none. IPv6 hosts keep brackets."""
+    if address.startswith("["):
+        host, _, rest = address.partition("]")
+        return host + "]", int(rest[1:]) if rest else None
     host, sep, port = address.rpartition(":")
-    if not sep or not host:
-        return f"address {address!r} must be host:port"
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        return f"address {address!r} has an invalid port {port!r} (1-65535)"
-    if host.startswith("[") and host.endswith("]"):
+    return (host, int(port)) if sep else (address, None)
+
+
+def address_problem(address: str) -> str | None:
+    """Addresses as upstream writes them: a hostname (``cell-2.gitlab.example``, as GitLab.com's cells are
+    configured), an IPv4 address or a bracketed IPv6 address, each with an optional ``:port`` (local
+    setups use ``host:port``). Which scheme and port a bare host means is the router's choice (ADR 0010)."""
+    if address.startswith("["):
+        inner, bracket, rest = address[1:].partition("]")
+        if not bracket:
+            return f"address {address!r} has an unclosed '[' (IPv6 hosts are written [::1] or [::1]:8080)"
         try:
-            ipaddress.IPv6Address(host[1:-1])
+            ipaddress.IPv6Address(inner)
         except ValueError:
             return f"address {address!r} has an invalid IPv6 host"
-        return None
-    if ":" in host:
-        return f"address {address!r}: IPv6 hosts must be in brackets, e.g. [::1]:8080"
-    if not HOSTNAME.match(host):
-        return f"address {address!r} has an invalid host {host!r}"
+        if rest and not rest.startswith(":"):
+            return f"address {address!r}: only ':port' may follow the bracketed IPv6 host"
+        port = rest[1:] if rest else None
+    else:
+        if address.count(":") > 1:
+            return f"address {address!r}: IPv6 hosts must be in brackets, e.g. [::1] or [::1]:8080"
+        host, sep, port_text = address.partition(":")
+        port = port_text if sep else None
+        if not host:
+            return f"address {address!r} has no host"
+        if re.fullmatch(r"[0-9.]+", host):
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                return f"address {address!r} has an invalid IPv4 host {host!r}"
+        elif not HOSTNAME.match(host):
+            return f"address {address!r} has an invalid host {host!r} (a hostname, IPv4 or [IPv6] address)"
+    if port is not None and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        return f"address {address!r} has an invalid port {port!r} (1-65535)"
     return None
 
 

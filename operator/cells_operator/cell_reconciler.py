@@ -14,8 +14,10 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from . import base_config
 from . import conditions as cond
 from .cell import PLURAL as CELLS
+from .cell import Problem
 from .config import FINALIZER, OperatorConfig
 from .kube import ConfigMapState, Kube, for_each
 from .publish import PublishConflicts, publish_configmap
@@ -57,6 +59,14 @@ def deletion_blockers(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
     return blockers
 
 
+def records_annotations(records: Topology, rendered: dict[str, str]) -> dict[str, str]:
+    """The records ConfigMap's annotations; one definition for the operator and ``cells-operator render``."""
+    return {
+        "cells.dev/revision": str(records.revision),
+        "cells.dev/content-hash": content_hash(rendered[TOPOLOGY_JSON]),
+    }
+
+
 def desired_status(verdict: CellVerdict, generation: int, previous: dict | None) -> dict[str, Any]:
     record, problem = verdict.record, verdict.problem
     if problem is not None and verdict.deleting:
@@ -70,7 +80,10 @@ def desired_status(verdict: CellVerdict, generation: int, previous: dict | None)
         conds = cond.stalled(problem.reason, f"{problem.message}. The cell is not registered.")
     else:
         assert record is not None
-        routable = "routable" if record.routable else "not routable (Offline)"
+        # Offline stays in config.toml (ADR 0010): "not routable" is the control plane's notion only.
+        routable = (
+            "routable" if record.routable else "not routable (Offline: kept in config.toml, never a proxy target)"
+        )
         conds = cond.ready(
             "Registered",
             f"cell {record.id} ({record.session_prefix}) is registered, {record.state.value} and {routable}",
@@ -91,19 +104,17 @@ class CellReconciler:
         self.kube = kube
         self.config = config
 
-    def publish(self, namespace: str, cells: list[CellObject], blockers: dict[str, list[str]]) -> CellsResult:
+    def publish(
+        self, namespace: str, cells: list[CellObject], blockers: dict[str, list[str]], base: str | None = None
+    ) -> CellsResult:
         """Plan against the current records and write them; re-plan on every conflict."""
 
         def plan(current: ConfigMapState) -> tuple[dict[str, str], dict[str, str], TopologyPlan]:
             text = current.data.get(TOPOLOGY_JSON)
             previous = parse_topology_json(text) if text else Topology()
             topology_plan = plan_topology(previous, cells, blockers)
-            rendered = render_records(topology_plan.records)
-            annotations = {
-                "cells.dev/revision": str(topology_plan.records.revision),
-                "cells.dev/content-hash": content_hash(rendered[TOPOLOGY_JSON]),
-            }
-            return rendered, annotations, topology_plan
+            rendered = render_records(topology_plan.records, base)
+            return rendered, records_annotations(topology_plan.records, rendered), topology_plan
 
         try:
             out = publish_configmap(
@@ -130,8 +141,15 @@ class CellReconciler:
             if current.resource_version is None:
                 return CellsResult(Topology())  # nothing registered, nothing published: create nothing
         cells = [CellObject.from_api(o) for o in cell_objs]
-        result = self.publish(namespace, cells, deletion_blockers(rules))
         by_name = {o["metadata"]["name"]: o for o in cell_objs}
+        base, problem = self._base_config(namespace)
+        if problem is not None and not all(c.deleting for c in cells):
+            # Nothing is published while the base is unusable: the last published config.toml stays.
+            # (When every Cell is being deleted there is nothing left to protect: publish without it.)
+            message = f"{problem.message}; nothing is published until it is fixed, the last published config.toml stays"
+            self._report_unpublished(by_name, problem.reason, message)
+            return CellsResult(None, error=message, error_reason=problem.reason)
+        result = self.publish(namespace, cells, deletion_blockers(rules), base)
         if result.error is not None:
             self._report_unpublished(by_name, result.error_reason or PUBLISH_FAILED, result.error)
             return result
@@ -162,12 +180,22 @@ class CellReconciler:
             if verdict.problem is not None and old_ready.get("reason") != verdict.problem.reason:
                 self.kube.post_event(obj, verdict.problem.reason, verdict.problem.message, warning=True)
 
+    def _base_config(self, namespace: str) -> tuple[str | None, Problem | None]:
+        """The base config.toml named by ``--base-config-configmap`` (None: not configured), or its problem."""
+        name = self.config.base_config_configmap
+        if not name:
+            return None, None
+        current = self.kube.read_configmap(namespace, name)
+        return base_config.check_base(name, current.data if current.resource_version is not None else None)
+
     def _report_unpublished(self, by_name: dict[str, dict], reason: str, error: str) -> None:
         """The records could not be written or read: say so on every Cell, claim nothing."""
+        # A person must act (fix the records or the base config): Stalled, with an Event on the change.
+        needs_a_person = reason == RECORDS_UNREADABLE or reason in base_config.REASONS
         for obj in by_name.values():
             meta = obj["metadata"]
             previous = obj.get("status") or {}
-            conds = cond.stalled(reason, error) if reason == RECORDS_UNREADABLE else cond.reconciling(reason, error)
+            conds = cond.stalled(reason, error) if needs_a_person else cond.reconciling(reason, error)
             status = {
                 **previous,
                 "observedGeneration": meta.get("generation", 1),
@@ -175,3 +203,6 @@ class CellReconciler:
             }
             if cond.status_differs(previous, status):
                 self.kube.patch_status(CELLS, meta["namespace"], meta["name"], status)
+                old_reason = (cond.condition(previous, cond.READY) or {}).get("reason")
+                if reason in base_config.REASONS and old_reason != reason:
+                    self.kube.post_event(obj, reason, error, warning=True)

@@ -7,6 +7,9 @@ Subcommands:
   cluster build  only find or build the control-plane binaries (once per machine)
   cluster status say whether it runs and where
   manifests webhooks  print deploy/webhook/webhooks.yaml (the webhook configurations, from the code)
+  validate       check Cells and RoutingRules offline, as admission and the planner would (GitOps reviews)
+  render         print the ConfigMaps the operator would publish for manifests
+  route          explain which rule and which cell a request is routed to
 """
 
 from __future__ import annotations
@@ -18,22 +21,14 @@ import sys
 from pathlib import Path
 
 
-def peering_priority(value: str, pod_name: str) -> int:
-    """kopf pauses *every* peer when priorities are equal, so replicas must differ: a StatefulSet's
-    ordinal gives each a distinct, stable one (ordinal 0 highest)."""
-    if value != "from-pod-name":
-        return int(value)
-    head, _, ordinal = pod_name.rpartition("-")
-    if not head or not ordinal.isdigit():
-        raise SystemExit(f"--priority=from-pod-name needs POD_NAME=<name>-<ordinal>, got {pod_name!r}")
-    return 1000 - int(ordinal)
-
-
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     import kopf
 
     from . import (
         handlers,  # noqa: F401  (registers the handlers)
+        supervisor,
         webhook,
     )
     from .config import OperatorConfig
@@ -46,15 +41,23 @@ def _run(args: argparse.Namespace) -> int:
     for flag, env in (
         ("topology_configmap", "CELLS_TOPOLOGY_CONFIGMAP"),
         ("router_configmap", "CELLS_ROUTER_CONFIGMAP"),
+        ("base_config_configmap", "CELLS_BASE_CONFIGMAP"),
         ("webhook_listen", "CELLS_WEBHOOK_LISTEN"),
         ("webhook_cert_dir", "CELLS_WEBHOOK_CERT_DIR"),
         ("webhook_host", "CELLS_WEBHOOK_HOST"),
         ("webhook_configuration", "CELLS_WEBHOOK_CONFIGURATION"),
+        ("leader_elect_lease_name", "CELLS_LEASE_NAME"),
+        ("leader_elect_namespace", "CELLS_LEASE_NAMESPACE"),
+        ("leader_elect_lease_duration", "CELLS_LEASE_DURATION"),
+        ("leader_elect_renew_deadline", "CELLS_RENEW_DEADLINE"),
+        ("leader_elect_retry_period", "CELLS_RETRY_PERIOD"),
     ):
         if getattr(args, flag):
-            os.environ[env] = getattr(args, flag)
+            os.environ[env] = str(getattr(args, flag))
     if args.webhook_self_signed:
         os.environ["CELLS_WEBHOOK_SELF_SIGNED"] = "true"
+    if args.leader_elect:
+        os.environ["CELLS_LEADER_ELECT"] = "true"
     config = OperatorConfig.from_env()  # what the startup handler will read too
     if config.webhook_listen:
         webhook.register()
@@ -63,15 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         debug=args.debug,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    kopf.run(
-        standalone=args.standalone,
-        priority=peering_priority(args.priority, os.environ.get("POD_NAME", "")),
-        peering_name=args.peering_name if not args.standalone else None,
-        namespaces=list(config.namespaces),
-        clusterwide=not config.namespaces,
-        liveness_endpoint=args.liveness,
-    )
-    return 0
+    return asyncio.run(supervisor.serve(config, liveness=args.liveness))
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -145,23 +140,37 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", "--namespace", action="append", help="namespace to manage (repeatable); default: all namespaces"
     )
     run.add_argument(
-        "--standalone", action="store_true", help="no peering: act even if other instances run (tests, single replica)"
+        "--standalone",
+        action="store_true",
+        help="accepted for compatibility: without --leader-elect the operator always acts alone",
     )
     run.add_argument(
-        "--priority",
-        type=int,
-        default=int(os.environ.get("CELLS_PEERING_PRIORITY", "0")),
-        help="peering priority: give replicas different priorities so exactly one acts",
+        "--leader-elect",
+        action="store_true",
+        help="elect one active replica on a coordination.k8s.io Lease (env CELLS_LEADER_ELECT=true)",
     )
-    run.add_argument("--peering-name", default=os.environ.get("CELLS_PEERING_NAME", "cells-operator"))
+    run.add_argument("--leader-elect-lease-name", help="the Lease's name (default cells-operator)")
+    run.add_argument(
+        "--leader-elect-namespace", help="the Lease's namespace (default $POD_NAMESPACE, else cells-system)"
+    )
+    run.add_argument("--leader-elect-lease-duration", type=float, help="seconds (default 15)")
+    run.add_argument("--leader-elect-renew-deadline", type=float, help="seconds (default 10)")
+    run.add_argument("--leader-elect-retry-period", type=float, help="seconds (default 2)")
     run.add_argument(
         "--liveness",
         default=os.environ.get("CELLS_LIVENESS_ENDPOINT"),
-        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+        help="also serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
-    run.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9090; 0 disables)")
+    run.add_argument(
+        "--metrics-port", type=int, help="/metrics, /healthz and /readyz on this port (default 9090; 0 disables)"
+    )
     run.add_argument("--topology-configmap", help="records ConfigMap name (default cells-topology)")
     run.add_argument("--router-configmap", help="router rules ConfigMap name (default cells-router-rules)")
+    run.add_argument(
+        "--base-config-configmap",
+        help="ConfigMap (in each managed namespace) whose config.toml key is merged before the [[cells]] "
+        "(env CELLS_BASE_CONFIGMAP; default: none, config.toml holds only [[cells]])",
+    )
     run.add_argument(
         "--webhook-listen",
         help="serve the admission webhooks on host:port, e.g. 0.0.0.0:9443 (env CELLS_WEBHOOK_LISTEN; default: none)",
@@ -193,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     manifests = sub.add_parser("manifests", help="print manifests generated from the code")
     manifests.add_argument("what", choices=("webhooks",))
     manifests.set_defaults(func=_manifests)
+
+    from .gitops_cli import add_subparsers as add_gitops_subparsers  # validate, render, route (issue 14)
+
+    add_gitops_subparsers(sub)
     return parser
 
 

@@ -15,19 +15,35 @@ MANAGED_BY = "cells-operator"
 class OperatorConfig:
     topology_configmap: str = "cells-topology"
     router_configmap: str = "cells-router-rules"
+    # ConfigMap whose config.toml key is the Topology Service's own settings, merged before [[cells]]
+    # (ADR 0010); empty: config.toml holds only [[cells]].
+    base_config_configmap: str = ""
     # Quiet period after an event before a namespace is reconciled: a burst of creates becomes one
     # records write instead of one per object.
     debounce_seconds: float = 0.5
     # ... but a continuous stream of events is reconciled at least this often.
     debounce_max_seconds: float = 10.0
-    # Level-based safety net: kopf's watch reconnects this often, starting with a full LIST that
-    # re-triggers every namespace (and pauses with kopf peering).
+    # Level-based safety net (controller-runtime's SyncPeriod): every namespace seen is reconciled again
+    # this often, and the API server ends each watch request after this long (kopf resumes it).
     resync_seconds: int = 300
     conflict_retries: int = 8
     # Parallel status/finalizer/Event requests when reporting on many objects at once.
     report_concurrency: int = 8
-    # Seconds a silent peer is still considered alive (kopf peering); the standby waits this long.
-    peering_lifetime: int = 60
+    # Leader election on a coordination.k8s.io/v1 Lease (ADR 0009); client-go's default timings.
+    leader_elect: bool = False
+    lease_name: str = "cells-operator"
+    lease_namespace: str = "cells-system"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    # Timeouts of every API request, of establishing a connection, and of a watch stream that has sent
+    # nothing (not even a bookmark) -- a dead connection is noticed within this bound (ADR 0008).
+    request_timeout: float = 60.0
+    connect_timeout: float = 10.0
+    watch_read_timeout: float = 60.0
+    # A state in which the operator cannot reconcile (CRDs missing, API server unreachable) is logged at
+    # ERROR once it lasts this long; readiness is false from its first second.
+    stall_seconds: float = 120.0
     # Prometheus /metrics port (0: not served).
     metrics_port: int = 9090
     # Namespaces the operator manages (kopf patterns); empty: all. The webhook leaves the others alone.
@@ -48,16 +64,26 @@ class OperatorConfig:
         return cls(
             topology_configmap=env.get("CELLS_TOPOLOGY_CONFIGMAP", cls.topology_configmap),
             router_configmap=env.get("CELLS_ROUTER_CONFIGMAP", cls.router_configmap),
+            base_config_configmap=env.get("CELLS_BASE_CONFIGMAP", cls.base_config_configmap),
             debounce_seconds=float(env.get("CELLS_DEBOUNCE_SECONDS", cls.debounce_seconds)),
             debounce_max_seconds=float(env.get("CELLS_DEBOUNCE_MAX_SECONDS", cls.debounce_max_seconds)),
             resync_seconds=int(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),
             metrics_port=int(env.get("CELLS_METRICS_PORT", cls.metrics_port)),
             report_concurrency=int(env.get("CELLS_REPORT_CONCURRENCY", cls.report_concurrency)),
-            peering_lifetime=int(env.get("CELLS_PEERING_LIFETIME", cls.peering_lifetime)),
+            leader_elect=_flag(env.get("CELLS_LEADER_ELECT", "")),
+            lease_name=env.get("CELLS_LEASE_NAME", cls.lease_name),
+            lease_namespace=env.get("CELLS_LEASE_NAMESPACE") or env.get("POD_NAMESPACE") or cls.lease_namespace,
+            lease_duration=float(env.get("CELLS_LEASE_DURATION", cls.lease_duration)),
+            renew_deadline=float(env.get("CELLS_RENEW_DEADLINE", cls.renew_deadline)),
+            retry_period=float(env.get("CELLS_RETRY_PERIOD", cls.retry_period)),
+            request_timeout=float(env.get("CELLS_REQUEST_TIMEOUT", cls.request_timeout)),
+            connect_timeout=float(env.get("CELLS_CONNECT_TIMEOUT", cls.connect_timeout)),
+            watch_read_timeout=float(env.get("CELLS_WATCH_READ_TIMEOUT", cls.watch_read_timeout)),
+            stall_seconds=float(env.get("CELLS_STALL_SECONDS", cls.stall_seconds)),
             namespaces=tuple(n.strip() for n in env.get("CELLS_NAMESPACES", "").split(",") if n.strip()),
             webhook_listen=env.get("CELLS_WEBHOOK_LISTEN", cls.webhook_listen),
             webhook_cert_dir=env.get("CELLS_WEBHOOK_CERT_DIR", cls.webhook_cert_dir),
-            webhook_self_signed=env.get("CELLS_WEBHOOK_SELF_SIGNED", "").lower() in ("1", "true", "yes"),
+            webhook_self_signed=_flag(env.get("CELLS_WEBHOOK_SELF_SIGNED", "")),
             webhook_host=env.get("CELLS_WEBHOOK_HOST", cls.webhook_host),
             webhook_configuration=env.get("CELLS_WEBHOOK_CONFIGURATION", cls.webhook_configuration),
         )
@@ -73,3 +99,7 @@ class OperatorConfig:
         if not host or not port.isdigit():
             raise ValueError(f"webhook listen address {self.webhook_listen!r} must be host:port")
         return host.strip("[]"), int(port)
+
+
+def _flag(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes")

@@ -149,7 +149,7 @@ def _dataplane(cluster_dir: Path, ns: str, kubeconfig: Path, pidfile: Path) -> N
         ("no cookie", "/", None),
         ("session cookie of cell 2", "/dashboard", "_gitlab_session=cell-2-5f3a9c"),
         ("session cookie of cell 3", "/dashboard", "_gitlab_session=cell-3-77b0e1"),
-        ("force_cell=3 beats a cell-2 session", "/", "_gitlab_session=cell-2-5f3a9c; force_cell=3"),
+        ("force-cell=cell-3 beats a cell-2 session", "/", "_gitlab_session=cell-2-5f3a9c; force-cell=cell-3"),
         ("path by cell id", "/api/v4/cells/2/projects", None),
     ):
         req = urllib.request.Request("http://127.0.0.1:18080" + path, headers={"Cookie": cookie} if cookie else {})
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "--webhook-cert-dir", str(cluster_dir / "webhook"), "--webhook-configuration", "cells-operator",
     ]  # fmt: skip
     pid = _spawn(
-        [sys.executable, "-m", "cells_operator.cli", "run", "--standalone", *webhook],
+        [sys.executable, "-m", "cells_operator.cli", "run", *webhook],
         cluster_dir / "operator.log",
         pidfile,
         env,

@@ -11,18 +11,25 @@ import logging
 import os
 import socket
 import threading
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
-from kubernetes.client import AdmissionregistrationV1Api, ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import (
+    AdmissionregistrationV1Api,
+    ApiClient,
+    ApiextensionsV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+)
 from kubernetes.client.exceptions import ApiException
 
 from .cell import GROUP, VERSION
 from .config import MANAGED_BY, MANAGED_BY_LABEL
+from .leader import NotLeader
 
 log = logging.getLogger(__name__)
 COMPONENT = "cells-operator"
@@ -59,25 +66,6 @@ def for_each(items: list[Any], action: Any, concurrency: int) -> None:
         raise errors[0]
 
 
-def wait_for_crds(kube: Kube, logger: logging.Logger, timeout: float = 120.0) -> bool:
-    """Wait until the API server's discovery lists our resources; False (logged) after ``timeout``."""
-    wanted = {"cells", "routingrules"}
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = kube.custom.get_api_resources(GROUP, VERSION)
-            if wanted <= {r.name for r in found.resources or []}:
-                return True
-        except Exception as exc:  # not served yet, API server starting: keep waiting
-            logger.debug("waiting for %s/%s discovery: %s", GROUP, VERSION, exc)
-        if time.monotonic() > deadline:
-            logger.warning(
-                "%s/%s is not served after %.0fs; install the CRDs (kubectl apply -f crds/)", GROUP, VERSION, timeout
-            )
-            return False
-        time.sleep(1)
-
-
 class Conflict(Exception):
     """Someone else wrote the object since we read it: re-read, re-plan, retry."""
 
@@ -108,10 +96,28 @@ class Kube:
         self.custom = CustomObjectsApi(api)
         self.writes = 0  # API write requests made, for metrics and benchmarks
         self._writes_lock = threading.Lock()
+        # Leader election's fence: asked before every write; a replica that does not hold the Lease
+        # (or could not renew it in time) writes nothing, even in the middle of a reconcile.
+        self.fence: Callable[[], bool] | None = None
 
     def _count_write(self) -> None:
+        if self.fence is not None and not self.fence():
+            raise NotLeader("this replica does not hold the leader Lease")
         with self._writes_lock:  # reports run on a thread pool
             self.writes += 1
+
+    def crd_exists(self, name: str) -> bool:
+        """Whether the CRD ``name`` is installed. Without RBAC to read CRDs we cannot tell: say yes, and
+        let discovery decide."""
+        try:
+            ApiextensionsV1Api(self.api).read_custom_resource_definition(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            if exc.status == 403:
+                return True
+            raise
+        return True
 
     # ---------------------------------------------------------------- custom resources
     def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:

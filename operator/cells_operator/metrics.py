@@ -9,7 +9,7 @@ Domain metrics are prefixed ``cells_operator_``. One reconcile pass covers a who
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .ranges import remaining_capacity
 from .rulesets import RulesPlan
@@ -81,7 +81,7 @@ class OperatorMetrics:
         )
         self.sequence_remaining = Gauge(
             "cells_operator_sequence_ids_remaining",
-            "IDs left above the highest range ever used (to 2^63-1)",
+            "IDs left above the highest range ever used (to 2^57-1, the 57-bit ID sequence)",
             ["namespace"],
             registry=r,
         )
@@ -102,8 +102,41 @@ class OperatorMetrics:
             registry=r,
         )
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+        self.reconcile_started = Gauge(
+            "cells_operator_reconcile_last_start_timestamp_seconds",
+            "When the last reconcile pass of the namespace started",
+            ["namespace"],
+            registry=r,
+        )
+        self.api_errors = Counter(
+            "cells_operator_api_errors_total",
+            "Errors from the API server by code (HTTP status, or connection / timeout / tls)",
+            ["code"],
+            registry=r,
+        )
+        self.watch_restarts = Counter(
+            "cells_operator_watch_restarts_total",
+            "Watch streams restarted after an error that ended them, by error code",
+            ["code"],
+            registry=r,
+        )
+        self.blocked = Gauge(
+            "cells_operator_reconcile_blocked",
+            "1 while the operator cannot reconcile for this reason (CRDNotInstalled, APIServerUnavailable, ...)",
+            ["reason"],
+            registry=r,
+        )
+        self.blocked_seconds = Gauge(
+            "cells_operator_reconcile_blocked_seconds",
+            "How long the operator has been unable to reconcile (0 when it can)",
+            registry=r,
+        )
+        self.ready = Gauge("cells_operator_ready", "1 when /readyz answers ok", registry=r)
+        self.leader = Gauge(
+            "cells_operator_leader",
+            "1 when this replica reconciles (it holds the Lease, or leader election is off)",
+            registry=r,
+        )
 
     def observe_admission(self, webhook: str, result: str, seconds: float) -> None:
         self.admission_reviews.labels(webhook, result).inc()

@@ -31,6 +31,11 @@ class Published(Generic[T]):
     bytes: int
 
 
+def merge_annotations(current: dict[str, str], annotations: dict[str, str | None]) -> dict[str, str]:
+    """``annotations`` over ``current``; a None value removes that annotation (also used by ``render``)."""
+    return {k: v for k, v in {**current, **annotations}.items() if v is not None}
+
+
 def publish_configmap(
     kube: Kube,
     namespace: str,
@@ -45,7 +50,7 @@ def publish_configmap(
         current = kube.read_configmap(namespace, name)
         data, annotations, result = plan(current)
         size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
-        merged = {k: v for k, v in {**current.annotations, **annotations}.items() if v is not None}
+        merged = merge_annotations(current.annotations, annotations)
         if current.resource_version is not None and current.data == data and merged == current.annotations:
             return Published(result, False, conflicts, size)
         try:

@@ -16,8 +16,10 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 
-# Primary keys are signed 64-bit integers (PostgreSQL bigint).
-MAX_SEQUENCE_VALUE = 2**63 - 1
+# Upstream IDs are 64-bit: 1 sign bit (always 0), 6 reserved bits (always 0) and a 57-bit sequence
+# (Topology Service design document, "Sequence ranges"). Every range lies within 1 ... 2^57-1.
+SEQUENCE_BITS = 57
+MAX_SEQUENCE_VALUE = 2**SEQUENCE_BITS - 1
 # The smallest range a real cell may hold, from the public Cells design (10^11 IDs).
 DEFAULT_SEQUENCE_SIZE = 100_000_000_000
 
@@ -36,7 +38,7 @@ class SequenceRange(BaseModel):
         if self.minval < 1:
             return f"minval must be >= 1, got {self.minval}"
         if self.maxval > MAX_SEQUENCE_VALUE:
-            return f"maxval must be <= 2^63-1 ({MAX_SEQUENCE_VALUE}), got {self.maxval}"
+            return f"maxval must be <= 2^57-1 ({MAX_SEQUENCE_VALUE}, the 57-bit ID sequence), got {self.maxval}"
         if self.maxval < self.minval:
             return f"maxval ({self.maxval}) is smaller than minval ({self.minval})"
         return None
@@ -53,7 +55,7 @@ class SequenceRange(BaseModel):
 
 
 class RangeExhausted(Exception):
-    """No room is left below 2^63 for a range of the requested size."""
+    """No room is left below 2^57 for a range of the requested size."""
 
 
 def find_overlap(candidate: SequenceRange, taken: Iterable[SequenceRange]) -> SequenceRange | None:
@@ -81,7 +83,7 @@ def allocate(size: int, taken: Iterable[SequenceRange]) -> SequenceRange:
     end = start + size - 1
     if end > MAX_SEQUENCE_VALUE:
         raise RangeExhausted(
-            f"no room for {size} IDs above {start - 1}: the 64-bit ID space ends at {MAX_SEQUENCE_VALUE}"
+            f"no room for {size} IDs above {start - 1}: the 57-bit ID sequence ends at {MAX_SEQUENCE_VALUE}"
         )
     return SequenceRange(minval=start, maxval=end)
 

@@ -10,6 +10,7 @@ from .cell import PLURAL as CELLS
 from .cell_reconciler import CellReconciler, CellsResult
 from .config import OperatorConfig
 from .kube import Kube
+from .leader import NotLeader
 from .metrics import OperatorMetrics
 from .rule import PLURAL as RULES
 from .rule_reconciler import RuleReconciler, RulesResult
@@ -29,8 +30,11 @@ class NamespaceReconciler:
     def __call__(self, namespace: str) -> bool:
         """Reconcile ``namespace``; False when it holds no Cells or RoutingRules (its loop may stop)."""
         started, writes_before = time.perf_counter(), self.kube.writes
+        self.metrics.reconcile_started.labels(namespace).set(time.time())
         try:
             active = self._reconcile(namespace)
+        except NotLeader:
+            raise  # not an error: the Lease moved on; the next leader reconciles
         except Exception:
             self.metrics.reconcile_errors.labels(CONTROLLER).inc()
             self.metrics.reconcile_total.labels(CONTROLLER, "error").inc()

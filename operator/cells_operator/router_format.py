@@ -7,7 +7,8 @@ A ruleset is a JSON array evaluated top to bottom; the first rule that matches d
     {"action": "proxy", "proxy": {"address": "host:port"}}
 
 ``match`` omitted matches every request; ``regex_name`` is absent for path matches; ``classify.value``
-is absent for ``FIRST_CELL``.
+is absent for ``FIRST_CELL``; ``proxy`` omitted sends the request to the router's default upstream
+(valid upstream, ADR 0010).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ A rule is rendered into the HTTP router's own rules format::
     {"match": {"type": "cookie", "regex_name": "...", "regex_value": "..."},
      "action": "classify", "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"}}
     {"action": "proxy", "proxy": {"address": "host:port"}}
+    {"action": "proxy"}                       (the router's default upstream)
 
 Validation is everything the edge would otherwise find out the hard way: ECMAScript patterns that a
 JavaScript engine rejects, interpolations of groups the match does not define, proxies to cells that do
@@ -157,13 +158,14 @@ def render_rule(spec: RoutingRuleSpec, topology: Topology) -> tuple[dict[str, An
         element["classify"] = {"type": c.type.value, "value": c.value}
         return _checked(element), None
 
-    if spec.proxy is None:
-        return None, Problem("MissingProxy", "action proxy needs a proxy section with cellRef or address")
     if spec.classify is not None:
         return None, Problem("ConflictingAction", "action proxy cannot have a classify section")
-    p = spec.proxy
-    if bool(p.cell_ref) == bool(p.address):
-        return None, Problem("InvalidProxy", "proxy needs exactly one of cellRef and address")
+    p = spec.proxy or ProxySpec()
+    if p.cell_ref and p.address:
+        return None, Problem("InvalidProxy", "proxy takes one of cellRef and address, not both")
+    if not p.cell_ref and not p.address:
+        # Valid upstream: {"action": "proxy"} goes to the router's default upstream.
+        return _checked(element), None
     if p.address:
         if problem := address_problem(p.address):
             return None, Problem("InvalidAddress", f"proxy.{problem}")

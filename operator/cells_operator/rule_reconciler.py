@@ -38,6 +38,17 @@ def rule_object(obj: dict[str, Any]) -> RuleObject:
     return RuleObject(meta["name"], meta.get("uid", meta["name"]), obj.get("spec") or {}, meta.get("generation", 1))
 
 
+def ruleset_annotations(plan: RulesPlan, current: dict[str, str]) -> dict[str, str | None]:
+    """A content-hash annotation per ruleset; None removes the hash of a ruleset that no longer exists.
+
+    One definition for the operator and ``cells-operator render``."""
+    annotations: dict[str, str | None] = {HASH_ANNOTATION_PREFIX + rs: h for rs, h in plan.hashes.items()}
+    for key in current:
+        if key.startswith(HASH_ANNOTATION_PREFIX) and key not in annotations:
+            annotations[key] = None
+    return annotations
+
+
 def desired_status(verdict: RuleVerdict, generation: int, previous: dict | None) -> dict[str, Any]:
     live, problem = verdict.live, verdict.problem
     where = f"position {verdict.position} of ruleset {live.ruleset!r}" if live else ""
@@ -95,11 +106,7 @@ class RuleReconciler:
                 )
                 previous = PublishedRules()
             rules_plan = plan_rulesets(rules, topology, previous)
-            annotations: dict[str, str | None] = {HASH_ANNOTATION_PREFIX + rs: h for rs, h in rules_plan.hashes.items()}
-            for key in current.annotations:  # hashes of rulesets that no longer exist go
-                if key.startswith(HASH_ANNOTATION_PREFIX) and key not in annotations:
-                    annotations[key] = None
-            return rules_plan.data, annotations, rules_plan
+            return rules_plan.data, ruleset_annotations(rules_plan, current.annotations), rules_plan
 
         out = publish_configmap(self.kube, namespace, self.config.router_configmap, plan, self.config.conflict_retries)
         return RulesResult(out.plan, out.written, out.conflicts, out.bytes)

@@ -41,6 +41,9 @@ class CellRecord(BaseModel):
     first_cell: bool = False
     ring: int | None = None
     sequence_ranges: tuple[SequenceRange, ...]
+    # Rendered into each of the cell's [[cells.sequence_ranges]] tables, where the real Topology Service
+    # reads it: without it, a short-lived cell with a range below 10^11 IDs fails the service's range check.
+    skip_range_validation: bool = False
 
     @property
     def routable(self) -> bool:
@@ -258,6 +261,7 @@ def _desired_record(obj: CellObject, spec: CellSpec, current: CellRecord | None,
         first_cell=spec.first_cell,
         ring=spec.ring,
         sequence_ranges=tuple(ranges),
+        skip_range_validation=spec.skip_range_validation,
     )
 
 
@@ -408,7 +412,7 @@ def _changes(before: Topology, after: Topology) -> list[Change]:
         if rec.model_copy(update={"sequence_ranges": ()}) != old.model_copy(update={"sequence_ranges": ()}):
             fields = [
                 f
-                for f in ("address", "session_prefix", "state", "first_cell", "ring")
+                for f in ("address", "session_prefix", "state", "first_cell", "ring", "skip_range_validation")
                 if getattr(rec, f) != getattr(old, f)
             ]
             changes.append(

@@ -113,14 +113,18 @@ class AdmissionContext:
 
 
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger) -> None:
-    """Called from the startup handler when ``--webhook-listen`` is set."""
+    """Called from the startup handler when ``--webhook-listen`` is set, at the start of every kopf run
+    (the supervisor restarts kopf after transient failures): the server belongs to kopf's settings and
+    is set every time; the review threads and the registration are done once per process."""
     config: OperatorConfig = memo.config
+    cert = await asyncio.to_thread(serving_cert, config)
+    settings.admission.server = webhook_server(config, cert)
+    if getattr(memo, "admission", None) is not None:
+        return
     logging.getLogger("kopf.objects").addFilter(_RefusalIsNotAnError())
     memo.admission = AdmissionContext(
         Kube(load_api_client()), ThreadPoolExecutor(max_workers=ADMISSION_THREADS, thread_name_prefix="admission")
     )
-    cert = await asyncio.to_thread(serving_cert, config)
-    settings.admission.server = webhook_server(config, cert)
     addr, port = config.webhook_address
     if config.webhook_configuration:
         host = advertised_hosts(config)[0]

@@ -1,11 +1,17 @@
-"""One reconcile loop per namespace: debounced, serialized, retried with backoff.
+"""One reconcile loop per namespace: debounced, serialized, retried with backoff, gated by leadership.
 
 A namespace is the unit of reconciliation because its outputs are namespace-wide (one records
 ConfigMap, one router ConfigMap): a burst of 300 events must become a handful of writes, not 300.
 Watch events only *mark* a namespace dirty; its loop waits for a short quiet period, then
 reconciles the whole namespace from a fresh read of the API (level-based, like controller-runtime),
-so a lost or coalesced event can never leave an object unreconciled. Periodic resync comes from kopf's
-watch re-listing, which triggers every namespace and pauses under peering; a timer of our own would not.
+so a lost or coalesced event can never leave an object unreconciled.
+
+With leader election, a standby replica keeps watching and marking namespaces dirty, but its loops wait
+at the gate; when it becomes the leader every namespace it has seen is reconciled.
+
+The loops survive kopf's restarts (:mod:`cells_operator.supervisor`): kopf cancels the tasks it did not
+create when it stops, so a loop found finished is simply started again by the next trigger, and a
+per-namespace lock keeps a reconcile still running in its thread from overlapping the new loop's.
 """
 
 from __future__ import annotations
@@ -13,7 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import random
+import threading
+from collections.abc import Awaitable, Callable
+
+from .backoff import delay
+from .leader import NotLeader
 
 log = logging.getLogger(__name__)
 
@@ -25,26 +36,52 @@ class NamespaceWorkers:
         debounce: float = 0.3,
         max_backoff: float = 30.0,
         max_delay: float = 10.0,
+        gate: Callable[[], Awaitable[object]] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_success: Callable[[], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] | None = None,
+        rand: Callable[[], float] = random.random,
     ):
         self._reconcile = reconcile
         self._debounce = debounce
         self._max_backoff = max_backoff
         self._max_delay = max_delay
+        self._gate = gate
+        self._on_error = on_error or (lambda exc: None)
+        self._on_success = on_success or (lambda: None)
+        self._sleep = sleep
+        self._clock = clock
+        self._rand = rand
         self._dirty: dict[str, asyncio.Event] = {}
-        self._tasks: dict[str, asyncio.Task] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, threading.Lock] = {}
 
     @property
     def namespaces(self) -> list[str]:
         return sorted(self._tasks)
 
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
     def trigger(self, namespace: str) -> None:
         """Mark ``namespace`` for reconciliation; starts its loop on first use. Call from the event loop."""
-        if namespace not in self._tasks:
+        task = self._tasks.get(namespace)
+        if task is None or task.done():
             self._dirty[namespace] = asyncio.Event()
             self._tasks[namespace] = asyncio.get_running_loop().create_task(
                 self._loop(namespace), name=f"reconcile:{namespace}"
             )
         self._dirty[namespace].set()
+
+    def trigger_all(self) -> None:
+        """Mark every namespace seen so far (a new leader catches up on all of them)."""
+        for namespace in list(self._tasks):
+            self.trigger(namespace)
+
+    def _locked_reconcile(self, namespace: str) -> bool:
+        with self._locks.setdefault(namespace, threading.Lock()):
+            return self._reconcile(namespace)
 
     async def _loop(self, namespace: str) -> None:
         dirty = self._dirty[namespace]
@@ -52,23 +89,30 @@ class NamespaceWorkers:
         while True:
             await dirty.wait()
             await self._quiet(dirty)
+            if self._gate is not None:
+                await self._gate()
             try:
-                active = await asyncio.to_thread(self._reconcile, namespace)
+                active = await asyncio.to_thread(self._locked_reconcile, namespace)
                 failures = 0
+                self._on_success()
                 if not active and not dirty.is_set():
                     # Nothing of ours left here (e.g. the namespace was deleted): end its loop.
                     # The next watch event starts a new one.
-                    del self._tasks[namespace], self._dirty[namespace]
+                    if self._tasks.get(namespace) is asyncio.current_task():
+                        del self._tasks[namespace], self._dirty[namespace]
                     return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except NotLeader:
+                dirty.set()  # the gate holds the loop until this replica leads again
+            except Exception as exc:
                 failures += 1
-                delay = min(self._max_backoff, 0.5 * 2 ** min(failures, 10))
+                wait = delay(failures, 0.5, self._max_backoff, self._rand)
+                self._on_error(exc)
                 log.exception(
-                    "reconcile of namespace %s failed (attempt %d); retrying in %.1fs", namespace, failures, delay
+                    "reconcile of namespace %s failed (attempt %d); retrying in %.1fs", namespace, failures, wait
                 )
-                await asyncio.sleep(delay)
+                await self._sleep(wait)
                 dirty.set()
 
     async def _quiet(self, dirty: asyncio.Event) -> None:
@@ -78,20 +122,24 @@ class NamespaceWorkers:
         middle of it would rewrite the status of every rule seen so far (their ruleset's hash changed)
         on every pass. Waiting for the stream to end makes it one pass; the bound keeps a steady trickle
         of changes from postponing work forever."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._max_delay
+        deadline = self._now() + self._max_delay
         while True:
             dirty.clear()
-            await asyncio.sleep(min(self._debounce, max(0.0, deadline - loop.time())))
-            if not dirty.is_set() or loop.time() >= deadline:
+            await self._sleep(min(self._debounce, max(0.0, deadline - self._now())))
+            if not dirty.is_set() or self._now() >= deadline:
                 break
         dirty.clear()
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        for task in self._tasks.values():
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
         self._dirty.clear()
+        # A reconcile may still be running in its thread (cancelling the task does not stop it): wait for
+        # it, so that no write happens after stop() -- the Lease is released right after.
+        for lock in list(self._locks.values()):
+            await asyncio.to_thread(lambda lock=lock: lock.acquire() and lock.release())

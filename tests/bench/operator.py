@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from cells_operator.config import OperatorConfig
-from cells_operator.devcluster.cluster import LocalCluster
+from tests.bench.controlplane import fresh_control_plane
 from tests.bench.dataplane import machine, replace_section
 from tests.support.audit import audit_writes
 from tests.support.kubectl import Kubectl
@@ -126,11 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {(kind, int(n)) for kind, _, n in (o.partition(":") for o in args.only)}
         plain, with_webhooks = [s for s in plain if s in wanted], []
     scenarios = [(kind, n, False) for kind, n in plain] + [(kind, n, True) for kind, n in with_webhooks]
-    workdir = Path(tempfile.mkdtemp(prefix="cells-bench-operator-"))
-    cluster = LocalCluster.create(workdir / "cp", quiet=True).start()
-    kubectl = Kubectl(cluster.kubeconfig)
-    kubectl("apply", "-f", str(ROOT / "crds"))
-    kubectl.wait_crds(["cells.cells.dev", "routingrules.cells.dev"])
+    cluster, kubectl, workdir = fresh_control_plane("operator")
     rows = []
     namespaces = [f"op-{kind}-{n}{'-webhooks' if hooks else ''}" for kind, n, hooks in scenarios]
     hooked = [ns for ns, (_, _, hooks) in zip(namespaces, scenarios, strict=True) if hooks]
@@ -140,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     operator = OperatorProcess(
         cluster.kubeconfig,
         workdir / "operator.log",
-        ["--standalone", *[a for ns in unhooked for a in ("-n", ns)]],
+        [*[a for ns in unhooked for a in ("-n", ns)]],
         env={"CELLS_DEBOUNCE_SECONDS": str(OperatorConfig.debounce_seconds)},
     )
     webhook_operator = WebhookOperator(

@@ -192,7 +192,6 @@ REFUSED_RULES = [
         "spec.classify.value",
         "(ValueNotAllowed)",
     ),
-    ("proxy-without-section", PROXY, "spec.proxy", "(MissingProxy)"),
     (
         "proxy-with-classify",
         {**PROXY, "proxy": {"address": "a:1"}, "classify": FIRST_CELL},
@@ -200,8 +199,6 @@ REFUSED_RULES = [
         "(ConflictingAction)",
     ),
     ("proxy-both-targets", {**PROXY, "proxy": {"cellRef": "c", "address": "a:1"}}, "spec.proxy", "(InvalidProxy)"),
-    ("proxy-no-target", {**PROXY, "proxy": {}}, "spec.proxy", "(InvalidProxy)"),
-    ("proxy-empty-target", {**PROXY, "proxy": {"cellRef": ""}}, "spec.proxy", "(InvalidProxy)"),
 ]
 
 
@@ -218,6 +215,10 @@ ACCEPTED_RULES = [
     ("first-cell-empty-value", {"action": "classify", "classify": {"type": "FIRST_CELL", "value": ""}}),
     ("to-cell", {"action": "proxy", "proxy": {"cellRef": "cell-1"}}),
     ("to-address", {"action": "proxy", "proxy": {"address": "10.0.0.1:8080"}}),
+    # No target is valid since issue 13: published as {"action": "proxy"}, the router's default upstream.
+    ("to-default", {"action": "proxy"}),
+    ("to-default-empty", {"action": "proxy", "proxy": {}}),
+    ("to-default-empty-ref", {"action": "proxy", "proxy": {"cellRef": "", "address": "a:1"}}),
 ]
 
 

@@ -61,8 +61,11 @@ def test_topology_service_ready_only_when_loaded_and_keeps_last_good(tmp_path):
         assert classify(base, "CELL_ID", "2").json()["proxy"]["address"] == "b:2"  # last good kept
         assert "keeping the last good version" in ts.logfile.read_text()
 
-        write_atomically(path, records((1, "a:1", "Active"), (2, "b:2", "Offline")))
-        eventually(lambda: classify(base, "CELL_ID", "2").status == 404, message="Offline cell unroutable")
+        # Offline cells are classified like the others, as GitLab's Topology Service does (ADR 0010)
+        write_atomically(path, records((1, "a:1", "Active"), (2, "b:3", "Offline")))
+        eventually(lambda: classify(base, "CELL_ID", "2").json()["proxy"]["address"] == "b:3", message="reloaded")
+        missing = classify(base, "CELL_ID", "9")
+        assert (missing.status, missing.json()) == (404, {"code": 5, "message": 'cell not found: "9"', "details": []})
     finally:
         ts.stop()
 
@@ -89,7 +92,9 @@ def test_router_reloads_without_dropping_requests_and_rejects_bad_rulesets(tmp_p
         threads = [threading.Thread(target=load) for _ in range(4)]
         for t in threads:
             t.start()
-        for i in range(40):  # 40 rewrites while requests flow: same routing, different bytes
+        admin_url = f"http://127.0.0.1:{admin}/metrics"
+        reloads_before = metric(request(admin_url).body.decode(), "cells_router_rules_reloads_total")
+        for i in range(20):  # 20 rewrites while requests flow: same routing, different bytes
             variant = [
                 {
                     "match": {"type": "path", "regex_value": f"^/never-{i}$"},
@@ -99,13 +104,19 @@ def test_router_reloads_without_dropping_requests_and_rejects_bad_rulesets(tmp_p
                 *proxy_all,
             ]
             write_atomically(rules, json.dumps(variant))
-            threading.Event().wait(0.06)
+            # each version is loaded (and serving) before the next is written: every rewrite is a reload
+            eventually(
+                lambda i=i: (
+                    metric(request(admin_url).body.decode(), "cells_router_rules_reloads_total")
+                    >= reloads_before + i + 1
+                ),
+                message=f"rewrite {i} loaded",
+            )
         done.set()
         for t in threads:
             t.join()
         assert failures == []
-        metrics = request(f"http://127.0.0.1:{admin}/metrics").body.decode()
-        assert metric(metrics, "cells_router_rules_reloads_total") >= 10
+        assert metric(request(admin_url).body.decode(), "cells_router_rules_reloads_total") == reloads_before + 20
 
         rules.write_text('[{"action": "proxy"')  # broken
         eventually(

@@ -4,6 +4,7 @@ proven by running the operator as its ServiceAccount."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def test_overlay_renders_and_is_accepted_by_the_api_server(kubectl, overlay):
     docs = [d for d in yaml.safe_load_all(kubectl("kustomize", str(ROOT / overlay)).stdout) if d]
     assert docs
     # A server-side dry run creates nothing, so what the objects depend on must exist for real first:
-    # their namespaces, and CRDs the overlay ships (kopf's peering CRD in production).
+    # their namespaces, and CRDs the overlay ships (none today; kept for overlays that add some).
     for ns in ("cells", "cells-system"):
         kubectl("create", "namespace", ns, check=False)
     crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
@@ -52,7 +53,12 @@ def test_webhook_component_is_wired(kubectl):
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
-    (workload,) = by_kind["StatefulSet"]
+    (workload,) = by_kind["Deployment"]
+    assert "StatefulSet" not in by_kind and "KopfPeering" not in by_kind  # the Lease replaced kopf peering
+    assert (
+        workload["spec"]["replicas"] == 2
+        and "--leader-elect" in workload["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
     pod = workload["spec"]["template"]["spec"]
     container = pod["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -107,7 +113,8 @@ def test_operator_runs_with_exactly_the_rbac_of_deploy_base(kubectl, control_pla
     token = kubectl("create", "token", "cells-operator", "-n", "cells-system", "--duration=1h").stdout.strip()
     as_sa = Kubectl(sa_kubeconfig(kubectl, token, tmp_path / "sa-kubeconfig"))
 
-    operator = OperatorProcess(as_sa.kubeconfig, tmp_path / "operator.log", ["--standalone", "-n", "cells"])
+    # --leader-elect: the Lease in cells-system is part of what the base RBAC must allow
+    operator = OperatorProcess(as_sa.kubeconfig, tmp_path / "operator.log", ["--leader-elect", "-n", "cells"])
     operator.start()
     try:
         kubectl.apply([cell_manifest("cell-1", 1, firstCell=True), cell_manifest("cell-2", 2)], "cells")
@@ -126,6 +133,8 @@ def test_operator_runs_with_exactly_the_rbac_of_deploy_base(kubectl, control_pla
         # deleting goes through the finalizer, with the same identity
         kubectl("delete", "cell", "cell-2", "-n", "cells", "--timeout=60s")
         assert "Forbidden" not in operator.log_text() and "forbidden" not in operator.log_text()
+        lease = kubectl.get("lease", "cells-operator", "cells-system")
+        assert lease["spec"]["holderIdentity"].startswith(socket.gethostname())
     finally:
         operator.stop()
         if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:

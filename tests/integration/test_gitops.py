@@ -31,9 +31,7 @@ def test_argocd_health_of_real_objects(kubectl, namespace, operator):
 
 
 def test_json_logs_name_the_resource(kubectl, namespace, control_plane, tmp_path):
-    operator = OperatorProcess(
-        control_plane.kubeconfig, tmp_path / "operator.log", ["--standalone", "--log-format=json"]
-    )
+    operator = OperatorProcess(control_plane.kubeconfig, tmp_path / "operator.log", ["--log-format=json"])
     operator.start()
     try:
         kubectl.apply(cell_manifest("logged", 4), namespace)

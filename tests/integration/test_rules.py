@@ -34,9 +34,9 @@ def test_gitlab_session_rules_end_to_end(kubectl, namespace, operator):
     rules = published(kubectl, namespace)
     assert rules == [
         {
-            "match": {"type": "cookie", "regex_name": "^force_cell$", "regex_value": r"^(?<cell_id>\d+)$"},
+            "match": {"type": "cookie", "regex_name": "^force-cell$", "regex_value": r"^(?<cell_name>cell-\d+)$"},
             "action": "classify",
-            "classify": {"type": "CELL_ID", "value": "${cell_id}"},
+            "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"},
         },
         {
             "match": {
@@ -283,5 +283,5 @@ def test_metrics_after_real_reconciles(kubectl, namespace, operator):
     )
     assert metric_value(text, "cells_operator_sequence_ids_allocated", namespace=namespace) == 2 * 10**11
     remaining = metric_value(text, "cells_operator_sequence_ids_remaining", namespace=namespace)
-    assert remaining == pytest.approx(2**63 - 1 - 2 * 10**11, rel=1e-12)
+    assert remaining == pytest.approx(2**57 - 1 - 2 * 10**11, rel=1e-12)
     assert metric_value(text, "cells_operator_api_writes_total") > 0

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +19,7 @@ class OperatorProcess:
     ):
         self.kubeconfig = Path(kubeconfig)
         self.logfile = Path(logfile)
-        self.extra_args = extra_args or ["--standalone"]
+        self.extra_args = extra_args or []
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.metrics_port = free_port()
@@ -67,6 +68,20 @@ class OperatorProcess:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def readyz(self) -> tuple[int, str]:
+        """The operator's ``/readyz``: (status, body); (0, why) while nothing answers on the port yet."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError as exc:
+            return 0, f"not serving: {exc}"
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.logfile.exists():

@@ -38,7 +38,6 @@ class WebhookOperator(OperatorProcess):
             kubeconfig,
             logfile,
             extra_args=[
-                "--standalone",
                 *[a for ns in namespaces for a in ("-n", ns)],
                 *("--webhook-listen", f"127.0.0.1:{self.webhook_port}", "--webhook-self-signed"),
                 *("--webhook-cert-dir", str(cert_dir), "--webhook-configuration", configuration),

@@ -66,7 +66,7 @@ def test_a_valid_new_cell_is_allowed():
             ),
             "RangeOverlap",
         ),
-        (cell("b", 2, address="no-port"), "InvalidAddress"),
+        (cell("b", 2, address="::1:8080"), "InvalidAddress"),  # IPv6 without brackets
         (cell("b", 2, state="Draining", firstCell=True), "FirstCellNotActive"),
     ],
 )

@@ -50,11 +50,12 @@ def view(path="/", **headers):
     [
         (view(cookie="_gitlab_session=cell-2-abcdef"), ("classify", "SESSION_PREFIX", "cell-2", 1)),
         (view(cookie="_gitlab_session_0af=cell-12-x"), ("classify", "SESSION_PREFIX", "cell-12", 1)),
-        (view(cookie="force_cell=3; _gitlab_session=cell-2-abc"), ("classify", "CELL_ID", "3", 0)),
+        (view(cookie="force-cell=cell-3; _gitlab_session=cell-2-abc"), ("classify", "SESSION_PREFIX", "cell-3", 0)),
         (view("/api/v4/cells/3/projects"), ("classify", "CELL_ID", "3", 2)),
         (view("/"), ("classify", "FIRST_CELL", None, 3)),
         (view(cookie="_gitlab_session=bogus"), ("classify", "FIRST_CELL", None, 3)),
-        (view(cookie="force_cell=notanumber"), ("classify", "FIRST_CELL", None, 3)),
+        (view(cookie="force-cell=notacell"), ("classify", "FIRST_CELL", None, 3)),
+        (view(cookie="force_cell=cell-3"), ("classify", "FIRST_CELL", None, 3)),  # upstream's name has a dash
     ],
 )
 def test_sample_ruleset_decisions(request_view, expected):
@@ -89,7 +90,7 @@ def test_bad_ruleset_files_raise():
         "",
         "{}",
         '[{"action": "teleport"}]',
-        json.dumps([{"action": "proxy"}]),
+        json.dumps([{"action": "classify"}]),  # classify without its section ({"action": "proxy"} is valid)
         json.dumps([{"match": {"type": "path", "regex_value": "("}, "action": "proxy", "proxy": {"address": "a:1"}}]),
     ]:
         with pytest.raises(ValueError):
@@ -104,10 +105,19 @@ def test_cookie_header_parsing_is_lenient():
     ("body", "status", "address"),
     [
         ({"type": "SESSION_PREFIX", "value": "cell-2"}, 200, "10.0.0.2:80"),
-        ({"type": "CELL_ID", "value": "3"}, 200, "10.0.0.3:80"),  # Draining: still routable
-        ({"type": "CELL_ID", "value": 4}, 404, None),  # Offline: not routable
+        ({"type": "CELL_ID", "value": "3"}, 200, "10.0.0.3:80"),  # Draining: classified
+        ({"type": "CELL_ID", "value": 4}, 200, "10.0.0.4:80"),  # Offline: classified, as the real service does
         ({"type": "CELL_ID", "value": "99"}, 404, None),
         ({"type": "FIRST_CELL"}, 200, "10.0.0.1:80"),
+        # the protobuf JSON mapping accepts the enum's numbers as well as its names
+        ({"type": 1}, 200, "10.0.0.1:80"),
+        ({"type": 2, "value": "cell-2"}, 200, "10.0.0.2:80"),
+        ({"type": 3, "value": "3"}, 200, "10.0.0.3:80"),
+        ({"type": 0, "value": "3"}, 400, None),  # UNSPECIFIED
+        ({"type": "UNSPECIFIED", "value": "3"}, 400, None),
+        ({"type": 4, "value": "3"}, 400, None),
+        ({"type": True, "value": "3"}, 400, None),
+        ({"type": "3", "value": "3"}, 400, None),
         ({"type": "CELL_ID", "value": "x"}, 400, None),
         ({"type": "NOPE", "value": "x"}, 400, None),
         ({"type": "SESSION_PREFIX"}, 400, None),
@@ -122,7 +132,26 @@ def test_classify_answers(body, status, address):
     elif status == 404:
         assert answer.body["code"] == 5 and answer.body["message"].startswith("cell not found: ")
     else:
-        assert answer.body["code"] == 3 and answer.body["message"]
+        assert answer.body["code"] == 3 and answer.body["message"] and answer.body["details"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"type": "CELL_ID", "value": "99"}, 'cell not found: "99"'),
+        ({"type": "SESSION_PREFIX", "value": "cell-9"}, 'cell not found: "cell-9"'),
+        ({"type": 2, "value": 'we"ird'}, 'cell not found: "we\\"ird"'),
+    ],
+)
+def test_not_found_body_is_the_gateways_status(body, message):
+    answer = classify(SNAP, body)
+    assert answer.status == 404
+    assert answer.body == {"code": 5, "message": message, "details": []}
+
+
+def test_first_cell_not_found_when_no_cell_is_first():
+    answer = classify(Snapshot(Topology(cells=(rec(2),))), {"type": "FIRST_CELL"})
+    assert answer.body == {"code": 5, "message": 'cell not found: ""', "details": []}
 
 
 def test_max_age_parsing():
@@ -175,14 +204,19 @@ def test_cache_positive_negative_ttl_and_stale_if_error():
 def test_cache_single_flight():
     calls = []
 
-    async def fetch(kind, value):
-        calls.append(value)
-        await asyncio.sleep(0.05)
-        return ServiceAnswer("a:1", "max-age=60")
-
     async def scenario():
+        answered = asyncio.Event()
+
+        async def fetch(kind, value):
+            calls.append(value)
+            await answered.wait()  # the Topology Service answers only once all 50 lookups are waiting
+            return ServiceAnswer("a:1", "max-age=60")
+
         cache = ClassifyCache(fetch)
-        results = await asyncio.gather(*(cache.resolve("FIRST_CELL", None) for _ in range(50)))
+        lookups = [asyncio.create_task(cache.resolve("FIRST_CELL", None)) for _ in range(50)]
+        await asyncio.sleep(0)  # every lookup has started and found the one in flight
+        answered.set()
+        results = await asyncio.gather(*lookups)
         assert {r.address for r in results} == {"a:1"}
 
     asyncio.run(scenario())

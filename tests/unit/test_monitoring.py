@@ -39,6 +39,8 @@ def test_every_alert_is_labelled_annotated_and_has_a_runbook():
         "CellsPublishFailing",
         "CellsSequenceRangeExhaustionAhead",
         "CellsAdmissionUnchecked",
+        "CellsOperatorNotReconciling",
+        "CellsOperatorNoLeader",
     }
     for alert in ALERTS:
         assert alert["labels"]["severity"] in ("critical", "warning"), alert["alert"]

@@ -39,9 +39,10 @@ TOPO = Topology(
 )
 
 
-def test_config_toml_is_valid_toml_with_only_routable_cells_sorted_by_id():
+def test_config_toml_lists_every_registered_cell_whatever_its_state_sorted_by_id():
+    # ADR 0010: an Offline cell keeps its id and ranges in the authoritative record.
     doc = tomllib.loads(render_config_toml(TOPO))
-    assert [c["id"] for c in doc["cells"]] == [1, 2]
+    assert [c["id"] for c in doc["cells"]] == [1, 2, 3]
     b = doc["cells"][1]
     assert b == {
         "id": 2,
@@ -49,6 +50,21 @@ def test_config_toml_is_valid_toml_with_only_routable_cells_sorted_by_id():
         "session_prefix": "cell-2",
         "sequence_ranges": [{"minval": 11, "maxval": 20}, {"minval": 31, "maxval": 40}],
     }
+    assert doc["cells"][2]["sequence_ranges"] == [{"minval": 21, "maxval": 30}]
+
+
+def test_skip_range_validation_is_rendered_inside_each_range_table_of_that_cell():
+    short_lived = record("t", 5, ranges=((51, 60), (61, 70))).model_copy(update={"skip_range_validation": True})
+    text = render_config_toml(Topology(cells=(record("a", 1), short_lived)))
+    doc = tomllib.loads(text)
+    assert doc["cells"][0]["sequence_ranges"] == [{"minval": 1, "maxval": 10}]  # absent where not set
+    assert doc["cells"][1]["sequence_ranges"] == [
+        {"minval": 51, "maxval": 60, "skip_range_validation": True},
+        {"minval": 61, "maxval": 70, "skip_range_validation": True},
+    ]
+    assert "skip_range_validation" not in doc["cells"][1]  # not on the cell table: the range table is read
+    # Exactly where the real format has it: the line right after the range's bounds.
+    assert "[[cells.sequence_ranges]]\nminval = 51\nmaxval = 60\nskip_range_validation = true\n" in text
 
 
 def test_config_toml_escapes_strings():

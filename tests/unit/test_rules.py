@@ -91,8 +91,8 @@ def test_literal_cell_id_ok():
         ({"cellRef": "nope"}, "CellNotFound"),
         ({"cellRef": "gone"}, "CellNotRoutable"),
         ({"cellRef": "cell-1", "address": "a:1"}, "InvalidProxy"),
-        ({}, "InvalidProxy"),
-        ({"address": "no-port"}, "InvalidAddress"),
+        ({"address": "host:0"}, "InvalidAddress"),
+        ({"address": "fe80::1"}, "InvalidAddress"),
     ],
 )
 def test_invalid_proxy_rules(proxy, expected):

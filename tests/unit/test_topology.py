@@ -124,6 +124,21 @@ def test_range_too_small_unless_skipped():
     assert ok.records.record("a").sequence_ranges == (R(1, 1000),)
 
 
+def test_skip_range_validation_reaches_the_record_and_its_change_is_an_update():
+    small = {"minval": 10**13, "maxval": 10**13 + 99}
+    p1 = plan([cell("t", 7, sequenceRanges=[small], skipRangeValidation=True)])
+    assert reason(p1, "t") is None
+    assert p1.records.record("t").skip_range_validation is True
+    p2 = plan([cell("t", 7, sequenceRanges=[small], skipRangeValidation=False)], p1.records)
+    assert reason(p2, "t") == "RangeTooSmall"
+    assert p2.records.record("t").skip_range_validation is True  # the published version stays
+    big = {"minval": 10**13, "maxval": 10**13 + SIZE - 1}
+    p3 = plan([cell("t", 7, sequenceRanges=[big])], p1.records)
+    assert reason(p3, "t") == "RangeImmutable"  # the small range must be kept
+    p4 = plan([cell("t", 7, sequenceRanges=[small], skipRangeValidation=True, address="moved:1")], p1.records)
+    assert [c.reason for c in p4.changes] == ["Updated"]
+
+
 def test_inverted_range():
     p = plan([cell("a", 1, skipRangeValidation=True, sequenceRanges=[{"minval": 10, "maxval": 5}])])
     assert reason(p, "a") == "InvalidRange"
@@ -172,7 +187,7 @@ def test_draining_first_cell_rejected():
 
 
 def test_invalid_address_and_prefix_and_schema():
-    assert reason(plan([cell("a", 1, address="no-port")]), "a") == "InvalidAddress"
+    assert reason(plan([cell("a", 1, address="under_score.example")]), "a") == "InvalidAddress"
     assert reason(plan([cell("a", 1, address="host:99999")]), "a") == "InvalidAddress"
     assert reason(plan([cell("a", 1, sessionPrefix="Cell_1")]), "a") == "InvalidSessionPrefix"
     assert reason(plan([CellObject("a", "u", {"id": "x", "address": "h:1"})]), "a") == "InvalidSpec"
@@ -211,9 +226,27 @@ def test_recreated_cell_with_same_name_gets_a_new_range():
 
 
 def test_exhaustion_is_reported_not_raised():
-    top = {"minval": 2**63 - 10, "maxval": 2**63 - 1}
+    top = {"minval": 2**57 - 10, "maxval": 2**57 - 1}
     p = plan([cell("a", 1, created="1", sequenceRanges=[top], skipRangeValidation=True), cell("b", 2, created="2")])
     assert reason(p, "b") == "RangeExhausted"
+    assert "57-bit" in p.verdicts["b"].problem.message
+    assert p.records.record("b") is None  # nothing published for it
+
+
+def test_the_last_range_of_the_57_bit_space_is_allocated_and_the_next_is_exhausted():
+    below = {"minval": 1, "maxval": 2**57 - 1 - SIZE}
+    legacy = cell("legacy", 1, created="1", sequenceRanges=[below])
+    p = plan([legacy, cell("last", 2, created="2")])
+    assert p.records.record("last").sequence_ranges == (R(2**57 - SIZE, 2**57 - 1),)
+    p2 = plan([legacy, cell("last", 2, created="2"), cell("one-more", 3, created="3")], p.records)
+    assert reason(p2, "one-more") == "RangeExhausted"
+    assert p2.records.record("last").sequence_ranges == (R(2**57 - SIZE, 2**57 - 1),)
+
+
+def test_explicit_range_beyond_the_57_bit_space_is_invalid():
+    p = plan([cell("a", 1, sequenceRanges=[{"minval": 2**57 - SIZE, "maxval": 2**57}])])
+    assert reason(p, "a") == "InvalidRange"
+    assert "2^57-1" in p.verdicts["a"].problem.message
 
 
 def test_fifty_cells_get_fifty_disjoint_ranges():

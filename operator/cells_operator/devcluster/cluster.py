@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -388,19 +389,31 @@ class LocalCluster:
 
     def restart_apiserver(self, timeout: float = 120.0) -> None:
         """Kill and restart kube-apiserver on the same port (fault-injection tests)."""
-        pid = self.pids.pop("kube-apiserver", None)
+        self._restart("kube-apiserver", self._start_apiserver, timeout)
+
+    def restart_etcd(self, timeout: float = 120.0) -> None:
+        """Kill and restart etcd on the same ports and data (fault-injection tests): the API server loses
+        its storage for a moment and answers errors until etcd is back."""
+        self._restart("etcd", self._start_etcd, timeout)
+
+    def _restart(self, name: str, start: Callable[[float], None], timeout: float) -> None:
+        pid = self.pids.pop(name, None)
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, 30.0)
-        # A killed process keeps its listening socket until the kernel has torn it down; 1.37's larger
-        # apiserver takes long enough for the new one to hit "bind: address already in use".
+        # A killed process keeps its listening sockets until the kernel has torn them down; 1.37's
+        # apiserver binds its port sooner than that ("bind: address already in use").
+        ports = {
+            "kube-apiserver": [self.apiserver_port],
+            "etcd": [self.etcd_port, getattr(self, "etcd_peer_port", 0)],
+        }.get(name, [])
         deadline = time.monotonic() + 30.0
-        while not port_free(self.apiserver_port):
+        while not all(port_free(p) for p in ports if p):
             if time.monotonic() > deadline:
-                raise ClusterError(f"port {self.apiserver_port} still taken 30s after the apiserver was killed")
+                raise ClusterError(f"{name}'s ports {ports} still taken 30s after it was killed")
             time.sleep(0.1)
-        self._start_apiserver(timeout)
+        start(timeout)
         self._write_state()
 
     def remove(self) -> None:

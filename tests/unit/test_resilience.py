@@ -1,0 +1,99 @@
+"""The pure pieces that keep the operator alive: backoff with jitter, outages, health, kopf's settings."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from cells_operator.backoff import Backoffs, delay
+from cells_operator.config import OperatorConfig
+from cells_operator.health import API_UNAVAILABLE, CRD_MISSING, Health
+from cells_operator.outage import OutageTracker, error_code, parse_kopf_retry
+from cells_operator.supervisor import KopfRetryLog, kopf_settings
+
+
+def test_delay_doubles_up_to_the_cap_with_jitter_between_half_and_all():
+    assert [delay(n, 1.0, 10.0, lambda: 0.0) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 5.0]
+    assert [delay(n, 1.0, 10.0, lambda: 0.999999) for n in range(1, 6)] == pytest.approx([1, 2, 4, 8, 10], rel=1e-5)
+    assert delay(10_000, 1.0, 30.0, lambda: 0.5) == 22.5  # huge attempt numbers do not overflow
+
+
+def test_backoffs_for_kopf_stop_after_the_budget_and_are_not_sized():
+    waits = list(Backoffs(base=1.0, cap=15.0, budget=60.0, rand=lambda: 1.0))
+    assert waits == [1, 2, 4, 8, 15, 15, 15]  # 60 s reached with the seventh wait
+    assert not hasattr(Backoffs(), "__len__")  # kopf numbers attempts without a misleading total
+
+
+def test_error_codes_for_both_clients():
+    from kubernetes.client.exceptions import ApiException
+
+    assert error_code(ApiException(status=503)) == "503"
+    assert error_code(ApiException(status=403)) == "403"
+    assert error_code(ConnectionRefusedError()) == "connection"
+    assert error_code(TimeoutError()) == "timeout"
+    NotFound = type("APINotFoundError", (Exception,), {})  # kopf's class, by name
+    assert error_code(NotFound("404 page not found")) == "404"
+
+
+def test_kopf_retry_lines_are_parsed():
+    line = "Request attempt #3 failed; will retry: GET https://h/apis/x -> APIServerError('boom', {})"
+    assert parse_kopf_retry(line) == ("GET https://h/apis/x", "5xx", False)
+    last = "Request attempt #9/9 failed; escalating: GET https://h/api -> ClientConnectorError(conn)"
+    assert parse_kopf_retry(last) == ("GET https://h/api", "connection", True)
+    assert parse_kopf_retry("Keep-alive in 'x'") is None
+
+
+def test_one_warning_per_outage_and_one_recovery_line():
+    tracker = OutageTracker()
+    assert tracker.ok(0.0) is None
+    assert tracker.error(10.0, "GET /api: connection") is True
+    assert tracker.error(11.0, "GET /api: connection") is False
+    assert tracker.error(12.0, "GET /api: 503") is False
+    outage, length = tracker.ok(15.5)
+    assert (outage.errors, outage.first_error, length) == (3, "GET /api: connection", 5.5)
+    assert tracker.ok(16.0) is None
+    assert tracker.error(20.0, "again") is True  # a new outage warns again
+
+
+def test_kopf_retry_log_filter_counts_and_demotes():
+    seen = []
+    f = KopfRetryLog(lambda code, what: seen.append((code, what)), show_debug=lambda: True)
+    record = logging.LogRecord(
+        "kopf._cogs.clients.api", logging.ERROR, __file__, 1,
+        "Request attempt #1 failed; will retry: GET /x -> APITooManyRequestsError('slow')", None, None,
+    )  # fmt: skip
+    assert f.filter(record) is True
+    assert record.levelno == logging.DEBUG and seen == [("429", "GET /x: 429")]
+    other = logging.LogRecord("kopf", logging.ERROR, __file__, 1, "something else", None, None)
+    assert f.filter(other) and other.levelno == logging.ERROR and len(seen) == 1
+    quiet = KopfRetryLog(lambda code, what: seen.append((code, what)))  # not logging at DEBUG: dropped
+    again = logging.LogRecord("kopf", logging.ERROR, __file__, 1, record.msg, None, None)
+    assert quiet.filter(again) is False and len(seen) == 2
+
+
+def test_health_blocks_report_and_describe():
+    health = Health(stall_after=120.0)
+    assert health.ready and health.describe(0.0) == "ok: reconciling"
+    assert health.block(CRD_MISSING, "install crds/", 10.0) is True
+    assert health.block(CRD_MISSING, "install crds/ (still)", 20.0) is False  # same blocker, same start
+    assert not health.ready and health.blocked_for(100.0) == 90.0
+    assert health.overdue(129.0) == []
+    (due,) = health.overdue(130.0)
+    assert due[0] == CRD_MISSING and health.overdue(500.0) == []  # reported once
+    assert "not ready: CRDNotInstalled for 120s: install crds/ (still)" in health.describe(130.0)
+    assert health.unblock(CRD_MISSING, 140.0) == 130.0 and health.unblock(API_UNAVAILABLE, 140.0) is None
+    health.leader = False
+    assert health.ready and health.describe(141.0) == "ok: standby: waiting for the Lease"
+
+
+def test_kopf_settings_bound_every_wait_and_never_kill_the_process():
+    config = OperatorConfig(watch_read_timeout=60.0, connect_timeout=10.0, request_timeout=60.0, resync_seconds=300)
+    s = kopf_settings(config)
+    assert s.watching.inactivity_timeout == 60.0  # a dead stream is noticed within a minute
+    assert s.watching.connect_timeout == 10.0 and s.networking.connect_timeout == 10.0
+    assert s.networking.request_timeout == 60.0
+    assert s.process.ultimate_exiting_timeout is None  # kopf's own SIGKILL timer would kill the supervisor
+    assert isinstance(s.networking.error_backoffs, Backoffs)
+    assert s.posting.enabled is False
+    assert s.persistence.finalizer.startswith("cells.dev/")
