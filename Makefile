@@ -8,6 +8,10 @@ CLUSTER_DIR ?= .cluster
 KIND_CLUSTER ?= cells
 IMAGE ?= cells-operator:dev
 PYTEST_ARGS ?=
+# Kubernetes release of the local control plane (cluster, demo, tests): empty means the default in
+# operator/cells_operator/devcluster/assets.py; K8S_VERSION=1.20.2 selects the oldest tested one (ADR 0012).
+K8S_VERSION ?=
+export K8S_VERSION
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help venv node assets cluster cluster-down test unit integration e2e soak soak-churn demo demo-down lint fmt bench e2e-kind clean

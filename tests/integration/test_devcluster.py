@@ -1,7 +1,9 @@
-"""The local control plane itself: side-by-side instances, clean shutdown, clear errors, envtest lookup."""
+"""The local control plane itself: the selected release, side-by-side instances, clean shutdown, clear errors,
+envtest lookup."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,8 +13,35 @@ from pathlib import Path
 
 import pytest
 
-from cells_operator.devcluster.assets import AssetError, find_assets
+from cells_operator.devcluster.assets import AssetError, find_assets, is_legacy, k8s_cache_dir, k8s_version
 from cells_operator.devcluster.cluster import ClusterError, LocalCluster, _pid_alive
+
+
+def test_control_plane_runs_the_selected_release(control_plane, kubectl):
+    """The server, kubectl and etcd are the release ``K8S_VERSION`` selected, and report it (ADR 0012).
+
+    A module build stamps the version with ``-ldflags``; without the stamps ``/version`` would say
+    v0.0.0-master and every version-dependent flag in ``cluster.py`` would take the wrong branch.
+    """
+    if not hasattr(control_plane, "server_version"):
+        pytest.skip("CELLS_TEST_KUBECONFIG names an external cluster: its release is not ours to choose")
+    assets = find_assets(build=False)
+    served = json.loads(kubectl("get", "--raw", "/version").stdout)["gitVersion"]
+    binary = subprocess.run([str(assets.kube_apiserver), "--version"], capture_output=True, text=True).stdout.split()
+    assert served == binary[-1]
+    assert control_plane.server_version == tuple(int(x) for x in served.lstrip("v").split(".")[:2])
+    if os.environ.get("KUBEBUILDER_ASSETS"):
+        return  # envtest's binaries: whatever release the folder holds
+    version = k8s_version()
+    assert served == f"v{version}"
+    if is_legacy(version):
+        return  # Debian's 1.20 path: etcd 3.4 and kubectl come from Debian, not from the build
+    client = json.loads(kubectl("version", "--client", "-o", "json").stdout)["clientVersion"]["gitVersion"]
+    assert client == served
+    build = json.loads((k8s_cache_dir(version) / "bin" / "BUILD.json").read_text())
+    etcd = subprocess.run([str(assets.etcd), "--version"], capture_output=True, text=True).stdout
+    assert f"etcd Version: {build['etcd']}" in etcd
+    assert build["kubernetes"] == version and build["seconds"] > 0
 
 
 def test_second_instance_side_by_side_and_clean_shutdown(control_plane, tmp_path):
@@ -99,3 +128,20 @@ def test_cli_cluster_up_status_down(tmp_path):
         down = subprocess.run([*cli, "down", "--dir", str(tmp_path / "c")], capture_output=True, text=True, timeout=60)
     assert down.returncode == 0
     assert not Path(tmp_path / "c" / "state.json").exists()
+
+
+def test_apiserver_restarts_on_the_same_port_back_to_back(tmp_path):
+    """The fault tests kill and restart the apiserver on its port. A killed process keeps the listening
+    socket for a few tens of milliseconds, and 1.37 binds within that time ("bind: address already in
+    use"), so ``restart_apiserver`` waits for the port. Three restarts in a row, each one serving."""
+    cluster = LocalCluster.create(tmp_path / "restart", quiet=True)
+    cluster.start()
+    try:
+        port = cluster.apiserver_port
+        for _ in range(3):
+            old = cluster.pids["kube-apiserver"]
+            cluster.restart_apiserver()
+            assert cluster.pids["kube-apiserver"] != old and not _pid_alive(old)
+            assert cluster.apiserver_port == port and cluster.ready()
+    finally:
+        cluster.stop()

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .assets import AssetError, Assets, find_assets
+from .assets import AssetError, Assets, binary_version, find_assets
 
 ADMIN_USER = "cells-admin"
 
@@ -59,6 +59,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:port now (with SO_REUSEADDR, as Go's listeners do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -76,6 +87,7 @@ class LocalCluster:
     pids: dict[str, int] = field(default_factory=dict)
     admin_token: str = ""
     quiet: bool = False
+    server_version: tuple[int, int] | None = None  # what kube-apiserver --version said, set by start()
 
     # ----------------------------------------------------------------- paths
     @property
@@ -112,6 +124,7 @@ class LocalCluster:
             path = getattr(self.assets, name)
             if not (path.is_file() and os.access(path, os.X_OK)):
                 raise AssetError(f"{name.replace('_', '-')} binary missing or not executable: {path}")
+        self.server_version = binary_version(self.assets.kube_apiserver)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._check_ports()
         try:
@@ -216,6 +229,10 @@ class LocalCluster:
                 f"--secure-port={self.apiserver_port}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # The reconciler publishes the advertise address as the endpoints of Service
+                # default/kubernetes, for pods; there are no pods here, and current releases refuse a
+                # loopback address for it ("may not be in the loopback range").
+                "--endpoint-reconciler-type=none",
                 f"--cert-dir={pki}",
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 "--authorization-mode=RBAC",
@@ -287,14 +304,43 @@ class LocalCluster:
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={self.ca_file}",
                 "--leader-elect=false",
-                "--port=0",
+                *self._controller_manager_version_flags(),
                 "--bind-address=127.0.0.1",
                 f"--secure-port={self.kcm_port}",
-                "--controllers=*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,"
-                "-persistentvolume-expander,-route,-service,-cloud-node-lifecycle",
                 "--v=1",
             ],
         )
+
+    def _controller_manager_version_flags(self) -> list[str]:
+        """Flags whose spelling depends on the release (the binary's own ``--version``, not K8S_VERSION).
+
+        ``--port=0`` turned off the insecure port until 1.23; 1.24 removed the flag and the port. The
+        disabled controllers need nodes, volumes or a cloud, none of which exist here. 1.28 renamed
+        every controller to ``<name>-controller``, and 1.37's list no longer has the cloud ones (route,
+        service, cloud-node-lifecycle); without ``--cloud-provider`` they did nothing anyway.
+        """
+        version = self.server_version or (1, 20)
+        if version >= (1, 28):
+            disabled = [
+                "node-ipam-controller",
+                "node-lifecycle-controller",
+                "persistentvolume-attach-detach-controller",
+                "persistentvolume-binder-controller",
+                "persistentvolume-expander-controller",
+            ]
+        else:
+            disabled = [
+                "nodeipam",
+                "nodelifecycle",
+                "attachdetach",
+                "persistentvolume-binder",
+                "persistentvolume-expander",
+                "route",
+                "service",
+                "cloud-node-lifecycle",
+            ]
+        flags = ["--port=0"] if version < (1, 24) else []
+        return [*flags, "--controllers=*," + ",".join(f"-{c}" for c in disabled)]
 
     def _write_state(self) -> None:
         state = {
@@ -355,7 +401,18 @@ class LocalCluster:
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            _reap(pid)
+            _wait_gone(pid, 30.0)
+        # A killed process keeps its listening sockets until the kernel has torn them down; 1.37's
+        # apiserver binds its port sooner than that ("bind: address already in use").
+        ports = {
+            "kube-apiserver": [self.apiserver_port],
+            "etcd": [self.etcd_port, getattr(self, "etcd_peer_port", 0)],
+        }.get(name, [])
+        deadline = time.monotonic() + 30.0
+        while not all(port_free(p) for p in ports if p):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{name}'s ports {ports} still taken 30s after it was killed")
+            time.sleep(0.1)
         start(timeout)
         self._write_state()
 
@@ -407,6 +464,15 @@ def _pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait until a killed process has exited (reaping it if it is our child)."""
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    _reap(pid)
 
 
 def _reap(pid: int) -> None:
