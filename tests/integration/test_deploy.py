@@ -37,8 +37,8 @@ def test_overlay_renders_and_is_accepted_by_the_api_server(kubectl, overlay):
     docs = [d for d in docs if not d["apiVersion"].startswith("cert-manager.io/")]
     for doc in docs:
         if doc["apiVersion"] == "policy/v1" and "policy/v1" not in served:
-            # The local API server is Kubernetes 1.20, which serves PodDisruptionBudget only as
-            # policy/v1beta1 (same fields for what we use); newer clusters get policy/v1 as written.
+            # K8S_VERSION=1.20.2 (outside the support window, ADR 0012) serves PodDisruptionBudget only
+            # as policy/v1beta1 (same fields for what we use); supported releases get policy/v1 as written.
             doc["apiVersion"] = "policy/v1beta1"
     result = kubectl(
         "apply", "--dry-run=server", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
