@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             "## Operator: convergence, API writes, memory (latest run of `make bench`)",
             "",
             f"Measured {time.strftime('%Y-%m-%d')} on {machine()}, against a fresh local control plane (etcd, "
-            f"kube-apiserver {'.'.join(map(str, cluster.server_version or ()))}) on the same machine. Objects are created with one `kubectl apply` of a List; "
+            f"kube-apiserver {'.'.join(map(str, cluster.server_version or ()))}) on the same machine. "
+            "Objects are created with one `kubectl apply` of a List; "
             "the floor is the same apply with no operator running. Writes are counted from the API server's audit "
             "log (all operator writes in the namespace: finalizers, status, ConfigMaps, Events), divided by the "
             "objects created. The operator runs with its defaults: reconcile after 0.5 s without events, "
