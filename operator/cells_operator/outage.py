@@ -29,8 +29,15 @@ _KOPF_ERRORS = {
 }
 
 
+# What says "the API server is not answering (well)": an outage. Everything else -- a 404 of a deleted
+# object, a 409 conflict, a 422, an error of our own -- is an answer, and no reason to warn of an outage.
+OUTAGE_CODES = frozenset({"connection", "timeout", "tls", "429", "5xx"}) | {str(c) for c in range(500, 600)}
+_NETWORK_MODULES = ("urllib3", "aiohttp", "ssl", "http.client", "socket")
+
+
 def error_code(exc: BaseException) -> str:
-    """A short label for ``exc``: the HTTP status when there is one, else the kind of failure."""
+    """A short label for ``exc``: the HTTP status when there is one, else the kind of failure, or
+    ``other`` for an exception that is not about talking to the API server."""
     status = getattr(exc, "status", None) or getattr(exc, "code", None)
     if isinstance(status, int) and 100 <= status < 600:
         return str(status)
@@ -41,7 +48,9 @@ def error_code(exc: BaseException) -> str:
         return "timeout"
     if "SSL" in name or "Certificate" in name:
         return "tls"
-    return "connection"
+    if isinstance(exc, OSError) or type(exc).__module__.startswith(_NETWORK_MODULES):
+        return "connection"
+    return "other"
 
 
 _ATTEMPT = re.compile(r"^Request attempt #\d+(?:/\d+)? failed; (will retry|escalating): (.*) -> (\w+)\(")
@@ -62,23 +71,39 @@ def parse_kopf_retry(message: str) -> tuple[str, str, bool] | None:
 class Outage:
     started: float
     first_error: str
+    last_error: float
     errors: int = 1
+    answered: bool = False  # the API answered since the last error
 
 
 class OutageTracker:
     """Collapses errors into outages. ``error`` answers whether this error starts one (log a WARNING);
-    ``ok`` answers the finished outage, if any (log an INFO)."""
+    ``ok`` records an answer and returns the finished outage, if any (log an INFO).
 
-    def __init__(self) -> None:
+    An API server that restarts answers, fails, answers (429 while it initializes, a watch refused, a
+    read that works): an outage ends only after ``settle`` seconds without an error and with an answer
+    since, so one restart is one WARNING and one INFO. ``ok`` is also called by the watchdog with
+    ``answered=False`` so a quiet system still says the outage is over."""
+
+    def __init__(self, settle: float = 10.0) -> None:
         self.current: Outage | None = None
+        self.settle = settle
 
     def error(self, now: float, description: str) -> bool:
         if self.current is None:
-            self.current = Outage(now, description)
+            self.current = Outage(now, description, now)
             return True
         self.current.errors += 1
+        self.current.last_error = now
+        self.current.answered = False
         return False
 
-    def ok(self, now: float) -> tuple[Outage, float] | None:
-        outage, self.current = self.current, None
-        return None if outage is None else (outage, now - outage.started)
+    def ok(self, now: float, answered: bool = True) -> tuple[Outage, float] | None:
+        outage = self.current
+        if outage is None:
+            return None
+        outage.answered = outage.answered or answered
+        if not outage.answered or now - outage.last_error < self.settle:
+            return None
+        self.current = None
+        return outage, now - outage.started

@@ -44,7 +44,7 @@ from .kube import Kube, load_api_client
 from .leader import ElectionConfig
 from .lease_store import KubeLeaseStore
 from .metrics import OperatorMetrics
-from .outage import PERMANENT_CODES, OutageTracker, error_code, parse_kopf_retry
+from .outage import OUTAGE_CODES, PERMANENT_CODES, OutageTracker, error_code, parse_kopf_retry
 from .reconciler import NamespaceReconciler
 from .workers import NamespaceWorkers
 
@@ -119,15 +119,19 @@ class Supervisor:
     _handover: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ API errors and recoveries
-    def api_error(self, code: str, description: str) -> None:
-        """Every API error the operator sees, from any client: counted, and one WARNING per outage."""
+    def api_error(self, code: str, description: str, outage: bool = False) -> None:
+        """Every API error the operator sees, from any client: counted by code; the ones that mean the API
+        server is not answering (OUTAGE_CODES) make an outage, with one WARNING when it starts."""
+        if code == "other":
+            return  # not an API error (the reconcile loop logs its own failures)
         self.metrics.api_errors.labels(code).inc()
+        if code not in OUTAGE_CODES and not outage:
+            return
         description = " ".join(description.split())[:300]  # the client's messages span lines
         now = self.clock()
         if self.outages.error(now, description):
             log.warning("API server error (%s); retrying with backoff until it answers again", description)
-        if code not in ("404", "409", "422"):
-            self.health.block(API_UNAVAILABLE, description, now)
+        self.health.block(API_UNAVAILABLE, description, now)
 
     def kopf_started(self) -> None:
         """kopf's startup handlers ran: its watches are (re)starting."""
@@ -135,11 +139,13 @@ class Supervisor:
         self.health.unblock(STARTING, now)
         self.health.unblock(WATCH_RESTARTING, now)
 
-    def api_ok(self) -> None:
-        """The API server answered: end the outage, if any, with one INFO."""
+    def api_ok(self, answered: bool = True) -> None:
+        """The API server answered (``answered``; or the watchdog asks whether an outage has settled):
+        readiness follows at once, the outage's INFO once it has settled."""
         now = self.clock()
-        self.health.unblock(API_UNAVAILABLE, now)
-        finished = self.outages.ok(now)
+        if answered:
+            self.health.unblock(API_UNAVAILABLE, now)
+        finished = self.outages.ok(now, answered)
         if finished is not None:
             outage, length = finished
             log.info(
@@ -266,7 +272,7 @@ class Supervisor:
                         exc,
                     )
                     return 1
-                self.api_error(code, f"watch ended: {type(exc).__name__}: {exc}")
+                self.api_error(code, f"watch ended: {type(exc).__name__}: {exc}", outage=True)
                 self.health.block(WATCH_RESTARTING, f"restarting the watches after {code}", self.clock())
                 attempt = 1 if self.clock() - started > HEALTHY_RUN_SECONDS else attempt + 1
                 wait = delay(attempt, 1.0, 30.0, self.rand)
@@ -298,6 +304,7 @@ class Supervisor:
             for reason, blocker in self.health.overdue(now):
                 log.error("not reconciling for %.0fs (%s): %s", now - blocker.since, reason, blocker.message)
             probes.refresh(self.health, self.metrics, now)
+            self.api_ok(answered=False)  # an outage that has settled says so, even in a quiet cluster
             ticks += 1
             if ticks % crd_check_every == 0 and STARTING not in self.health.blockers:
                 await self.check_crds()

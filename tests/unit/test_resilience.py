@@ -45,15 +45,27 @@ def test_kopf_retry_lines_are_parsed():
 
 
 def test_one_warning_per_outage_and_one_recovery_line():
-    tracker = OutageTracker()
+    tracker = OutageTracker(settle=10.0)
     assert tracker.ok(0.0) is None
     assert tracker.error(10.0, "GET /api: connection") is True
     assert tracker.error(11.0, "GET /api: connection") is False
-    assert tracker.error(12.0, "GET /api: 503") is False
-    outage, length = tracker.ok(15.5)
-    assert (outage.errors, outage.first_error, length) == (3, "GET /api: connection", 5.5)
-    assert tracker.ok(16.0) is None
-    assert tracker.error(20.0, "again") is True  # a new outage warns again
+    assert tracker.ok(12.0) is None  # it answers again ...
+    assert tracker.error(13.0, "GET /api: 429") is False  # ... and fails again while starting: same outage
+    assert tracker.ok(22.0) is None  # an answer, 9 s after the last error: not settled yet
+    outage, length = tracker.ok(23.0, answered=False)  # the watchdog asks: 10 s quiet, answered since
+    assert (outage.errors, outage.first_error, length) == (3, "GET /api: connection", 13.0)
+    tracker.error(40.0, "down")
+    assert tracker.ok(60.0, answered=False) is None  # quiet, but nothing answered: still out
+    assert tracker.ok(61.0)[0].first_error == "down"  # it answers, 21 s after the last error: over at once
+    assert tracker.error(70.0, "again") is True  # a new outage warns again
+
+
+def test_error_codes_tell_outages_from_answers():
+    from cells_operator.outage import OUTAGE_CODES
+
+    assert {"connection", "timeout", "tls", "429", "503", "5xx"} <= OUTAGE_CODES
+    assert not {"404", "409", "422", "403", "other"} & OUTAGE_CODES
+    assert error_code(RuntimeError("gave up after 8 write conflicts")) == "other"
 
 
 def test_kopf_retry_log_filter_counts_and_demotes():

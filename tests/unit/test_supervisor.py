@@ -80,7 +80,9 @@ def test_transient_errors_restart_kopf_in_the_same_process_with_one_warning(capl
     async def scenario():
         s = supervisor(script=[APINotFoundError("404 page not found"), ConnectionResetError(), TimeoutError()])
         task = asyncio.create_task(s.run(memo=None))
+        watchdog = asyncio.create_task(s.watchdog(period=5))
         await asyncio.sleep(120)
+        watchdog.cancel()
         assert s.runs == 4 and not task.done() and s.health.ready
         s.stop.set()
         assert await task == 0
