@@ -99,6 +99,25 @@ def desired_status(verdict: CellVerdict, generation: int, previous: dict | None)
     return status
 
 
+def cell_events(verdict: CellVerdict, previous: dict | None) -> list[cond.Event]:
+    """Events on transitions only (ADR 0015): a Warning when the Cell's problem reason changes. What the
+    records change (``Registered``, ranges, retirement) is posted from the publish's changes instead."""
+    problem = verdict.problem
+    if problem is not None and cond.ready_reason(previous) != problem.reason:
+        return [cond.Event(problem.reason, problem.message, warning=True)]
+    return []
+
+
+def report(
+    verdict: CellVerdict, generation: int, previous: dict | None
+) -> tuple[dict[str, Any] | None, list[cond.Event]]:
+    """What to write for a verdict: the status (None: it would change nothing) and the Events to post."""
+    status = desired_status(verdict, generation, previous)
+    if not cond.status_differs(previous, status):
+        return None, []
+    return status, cell_events(verdict, previous)
+
+
 class CellReconciler:
     def __init__(self, kube: Kube, config: OperatorConfig):
         self.kube = kube
@@ -173,12 +192,11 @@ class CellReconciler:
             return
         if not verdict.deleting and FINALIZER not in finalizers:
             self.kube.set_finalizers(CELLS, obj, [*finalizers, FINALIZER])
-        status = desired_status(verdict, meta.get("generation", 1), previous)
-        if cond.status_differs(previous, status):
+        status, events = report(verdict, meta.get("generation", 1), previous)
+        if status is not None:
             self.kube.write_status(CELLS, obj, status)
-            old_ready = cond.condition(previous, cond.READY) or {}
-            if verdict.problem is not None and old_ready.get("reason") != verdict.problem.reason:
-                self.kube.post_event(obj, verdict.problem.reason, verdict.problem.message, warning=True)
+        for event in events:
+            self.kube.post_event(obj, event.reason, event.message, warning=event.warning)
 
     def _base_config(self, namespace: str) -> tuple[str | None, Problem | None]:
         """The base config.toml named by ``--base-config-configmap`` (None: not configured), or its problem."""

@@ -90,6 +90,23 @@ def condition(status: Mapping | None, type_: str) -> Mapping | None:
 
 
 def status_differs(current: Mapping | None, desired: Mapping) -> bool:
-    """Whether writing ``desired`` would change anything (timestamps of unchanged conditions excluded)."""
+    """Whether writing ``desired`` would change anything.
+
+    ``desired`` comes from :func:`merge_conditions`, which keeps the ``lastTransitionTime`` of every
+    condition whose status did not flip, so an unchanged condition compares equal and costs no write."""
     current = dict(current or {})
     return any(current.get(k) != v for k, v in desired.items())
+
+
+@dataclass(frozen=True)
+class Event:
+    """An Event to post on the object whose status was just written (ADR 0015: only on transitions)."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+def ready_reason(status: Mapping | None) -> str | None:
+    """The reason of the Ready condition in ``status`` (None for an object never reported)."""
+    return (condition(status, READY) or {}).get("reason")

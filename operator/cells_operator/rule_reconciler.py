@@ -21,6 +21,7 @@ from .topology import Topology
 log = logging.getLogger(__name__)
 
 RULESET_COMPLETE = "RulesetComplete"
+PUBLISHED = "Published"
 HASH_ANNOTATION_PREFIX = "rules.cells.dev/"
 
 
@@ -50,6 +51,12 @@ def ruleset_annotations(plan: RulesPlan, current: dict[str, str]) -> dict[str, s
 
 
 def desired_status(verdict: RuleVerdict, generation: int, previous: dict | None) -> dict[str, Any]:
+    """The status a verdict needs (ADR 0015: what a rule's status carries and when it is rewritten).
+
+    ``contentHash`` is the hash of a ruleset version that holds this rule exactly as the rest of the
+    status describes it. Other rules entering the ruleset change its hash, but not this rule's outcome:
+    a changed hash alone keeps the previous one, so it never rewrites the status. The current hash of a
+    ruleset is the router ConfigMap's ``rules.cells.dev/<ruleset>`` annotation."""
     live, problem = verdict.live, verdict.problem
     where = f"position {verdict.position} of ruleset {live.ruleset!r}" if live else ""
     if problem is not None and live is not None:
@@ -61,7 +68,7 @@ def desired_status(verdict: RuleVerdict, generation: int, previous: dict | None)
         conds = cond.stalled(problem.reason, f"{problem.message}. The rule is not published.")
     else:
         assert live is not None
-        conds = cond.ready("Published", f"published at {where}")
+        conds = cond.ready(PUBLISHED, f"published at {where}")
     if live is not None:
         if verdict.catch_all:
             conds.append(
@@ -79,13 +86,71 @@ def desired_status(verdict: RuleVerdict, generation: int, previous: dict | None)
                     "gets an error at the edge",
                 )
             )
-    return {
+    status = {
         "observedGeneration": generation,
         "conditions": cond.merge_conditions((previous or {}).get("conditions"), conds, generation),
         "liveGeneration": live.generation if live else None,
         "position": verdict.position,
         "contentHash": verdict.content_hash,
     }
+    old_hash = (previous or {}).get("contentHash")
+    if (
+        old_hash is not None
+        and status["contentHash"] is not None
+        and all(previous.get(k) == v for k, v in status.items() if k != "contentHash")  # type: ignore[union-attr]
+    ):
+        status["contentHash"] = old_hash
+    return status
+
+
+def rule_events(verdict: RuleVerdict, previous: dict | None) -> list[cond.Event]:
+    """The Events a verdict is worth given the previous status: transitions only (ADR 0015).
+
+    - a problem whose reason differs from the previous Ready reason: Warning (also for a new rule);
+    - a newer generation published over an older one, or a rule published again after a problem: Normal
+      ``Published`` (the first publish of a new rule is not an Event: its Ready condition says it);
+    - a ruleset that loses its final catch-all: Warning ``NoCatchAll`` on its last rule."""
+    previous = previous or {}
+    old_reason = cond.ready_reason(previous)
+    old_live = previous.get("liveGeneration")
+    live, problem = verdict.live, verdict.problem
+    events: list[cond.Event] = []
+    if problem is not None:
+        if old_reason != problem.reason:
+            events.append(cond.Event(problem.reason, problem.message, warning=True))
+    elif live is not None:
+        where = f"at position {verdict.position} of ruleset {live.ruleset!r}"
+        if old_live is not None and old_live != live.generation:
+            events.append(
+                cond.Event(
+                    PUBLISHED, f"generation {live.generation} published {where}, replacing generation {old_live}"
+                )
+            )
+        elif old_reason is not None and old_reason != PUBLISHED:
+            events.append(
+                cond.Event(PUBLISHED, f"generation {live.generation} published {where} again (was {old_reason})")
+            )
+    old_complete = cond.condition(previous, RULESET_COMPLETE) or {}
+    if live is not None and not verdict.catch_all and verdict.last_in_ruleset and old_complete.get("status") != "False":
+        events.append(
+            cond.Event(
+                "NoCatchAll",
+                f"ruleset {live.ruleset!r} has no final catch-all rule "
+                "(this is its last rule): requests matching no rule get an error at the edge",
+                warning=True,
+            )
+        )
+    return events
+
+
+def report(
+    verdict: RuleVerdict, generation: int, previous: dict | None
+) -> tuple[dict[str, Any] | None, list[cond.Event]]:
+    """What to write for a verdict: the status (None: it would change nothing) and the Events to post."""
+    status = desired_status(verdict, generation, previous)
+    if not cond.status_differs(previous, status):
+        return None, []
+    return status, rule_events(verdict, previous)
 
 
 class RuleReconciler:
@@ -124,32 +189,10 @@ class RuleReconciler:
         return result
 
     def _report(self, obj: dict[str, Any], verdict: RuleVerdict) -> None:
-        meta = obj["metadata"]
-        previous = obj.get("status") or {}
-        status = desired_status(verdict, meta.get("generation", 1), previous)
-        if not cond.status_differs(previous, status):
+        assert verdict.live is None or verdict.ruleset is not None
+        status, events = report(verdict, obj["metadata"].get("generation", 1), obj.get("status") or {})
+        if status is None:
             return
         self.kube.write_status(RULES, obj, status)
-        assert verdict.live is None or verdict.ruleset is not None
-        old_ready = cond.condition(previous, cond.READY) or {}
-        old_live = previous.get("liveGeneration")
-        if verdict.problem is not None and old_ready.get("reason") != verdict.problem.reason:
-            self.kube.post_event(obj, verdict.problem.reason, verdict.problem.message, warning=True)
-        elif verdict.problem is None and verdict.live is not None and old_live != verdict.live.generation:
-            self.kube.post_event(
-                obj,
-                "Published",
-                f"generation {verdict.live.generation} published at position "
-                f"{verdict.position} of ruleset {verdict.live.ruleset!r}",
-            )
-        old_complete = cond.condition(previous, RULESET_COMPLETE) or {}
-        flag_now = verdict.live is not None and not verdict.catch_all and verdict.last_in_ruleset
-        if flag_now and old_complete.get("status") != "False":
-            assert verdict.live is not None
-            self.kube.post_event(
-                obj,
-                "NoCatchAll",
-                f"ruleset {verdict.live.ruleset!r} has no final catch-all rule "
-                "(this is its last rule): requests matching no rule get an error at the edge",
-                warning=True,
-            )
+        for event in events:
+            self.kube.post_event(obj, event.reason, event.message, warning=event.warning)

@@ -118,10 +118,10 @@ class NamespaceWorkers:
     async def _quiet(self, dirty: asyncio.Event) -> None:
         """Wait until no event came for ``debounce`` seconds, but never longer than ``max_delay``.
 
-        A ``kubectl apply`` of 1,000 objects is a stream of events lasting seconds; reconciling in the
-        middle of it would rewrite the status of every rule seen so far (their ruleset's hash changed)
-        on every pass. Waiting for the stream to end makes it one pass; the bound keeps a steady trickle
-        of changes from postponing work forever."""
+        A ``kubectl apply`` of 1,000 objects is a stream of events lasting seconds; every pass in the
+        middle of it re-plans the whole namespace and may write the router ConfigMap again (a status is
+        written only when its content changed, ADR 0015). Waiting for the stream to end makes it one pass;
+        the bound keeps a steady trickle of changes from postponing work forever."""
         deadline = self._now() + self._max_delay
         while True:
             dirty.clear()
