@@ -10,6 +10,9 @@ proxied request tells the cell which rule decided (``X-Gitlab-Http-Router-Rule-A
 same as ``X-Cells-Router-Rule-Action`` / ``-Type`` (a debugging aid). A ``proxy`` rule without an address
 goes to ``--default-upstream``, or to the first cell when that is unset. The scheme and port for an
 address are chosen by ``--upstream-scheme`` (``auto``: https for a bare host, http for ``host:port``).
+Hostile input is bounded (ADR 0013): patterns run on RE2 (linear time) where they can, a ruleset with
+others is evaluated in worker processes with a deadline (``--match-deadline``, then 503), and a header or
+Cookie value longer than ``--max-header-value`` (8 KiB) is answered 431.
 Failures are answered, never hung: no rule -> 502, Topology Service unreachable with nothing cached ->
 503, unknown cell -> 502, cell unreachable -> 502, cell too slow -> 504.
 
@@ -22,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import logging
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -36,7 +41,16 @@ from cells_operator.cell import address_problem
 
 from .classify_cache import ClassifyCache, ServiceAnswer, Unavailable
 from .filewatch import WatchedFile
-from .routing import SCHEMES, Decision, RequestView, Ruleset, load_ruleset, upstream_base
+from .routing import (
+    SCHEMES,
+    Decision,
+    RequestView,
+    Ruleset,
+    decide_in_worker,
+    load_ruleset,
+    oversized_header,
+    upstream_base,
+)
 
 log = logging.getLogger("cells_router")
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -59,6 +73,8 @@ TYPE_HEADER = "X-Cells-Router-Rule-Type"
 UPSTREAM_ACTION_HEADER = "X-Gitlab-Http-Router-Rule-Action"
 UPSTREAM_TYPE_HEADER = "X-Gitlab-Http-Router-Rule-Type"
 CHUNK = 64 * 1024
+MAX_HEADER_VALUE = 8 * 1024  # what the rules may see of one header or Cookie value; longer -> 431
+MATCH_DEADLINE = 0.25  # seconds a ruleset with patterns off RE2 may take to decide, in a worker process
 
 
 class Metrics:
@@ -93,6 +109,77 @@ class Metrics:
             registry=r,
         )
         self.rules = Gauge("cells_router_rules", "Rules in the ruleset in service", registry=r)
+        self.linear = Gauge(
+            "cells_router_rules_linear",
+            "1 if every pattern of the ruleset in service runs on the linear-time engine (RE2), else 0",
+            registry=r,
+        )
+        self.budget_exceeded = Counter(
+            "cells_router_match_budget_exceeded_total",
+            "Requests whose rule evaluation passed its deadline (answered 503; the evaluation worker is replaced)",
+            registry=r,
+        )
+
+
+class BudgetExceeded(Exception):
+    """Rule evaluation passed its deadline."""
+
+
+class BoundedDecider:
+    """Decide on the event loop when every pattern is linear-time; otherwise in worker processes with a deadline.
+
+    A backtracking pattern cannot be interrupted inside Python's ``re`` (it holds the GIL), so a ruleset with a
+    pattern off RE2 is evaluated in a pool of worker processes; an evaluation past ``deadline`` is answered
+    with :class:`BudgetExceeded` and the pool is killed and replaced, so no request can hold the router.
+    """
+
+    def __init__(self, deadline: float = MATCH_DEADLINE, workers: int = 2):
+        self.deadline = deadline
+        self.workers = workers
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._ready: asyncio.Event | None = None
+
+    async def _get_pool(self, ruleset: Ruleset) -> concurrent.futures.ProcessPoolExecutor:
+        if self._ready is None:
+            self._ready = asyncio.Event()
+        if self._pool is None:
+            self._ready.clear()
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+            loop = asyncio.get_running_loop()
+            # Warm every worker (imports, the ruleset compiled) before any deadline counts.
+            warm = RequestView("/")
+            await asyncio.gather(
+                *(loop.run_in_executor(self._pool, decide_in_worker, ruleset.source, warm) for _ in range(self.workers))
+            )
+            self._ready.set()
+        await self._ready.wait()
+        assert self._pool is not None
+        return self._pool
+
+    async def decide(self, ruleset: Ruleset, request: RequestView) -> Decision | None:
+        if ruleset.linear:
+            return ruleset.decide(request)
+        pool = await self._get_pool(ruleset)
+        future = asyncio.get_running_loop().run_in_executor(pool, decide_in_worker, ruleset.source, request)
+        try:
+            return await asyncio.wait_for(future, self.deadline)
+        except (TimeoutError, concurrent.futures.process.BrokenProcessPool) as exc:
+            self._kill(pool)
+            raise BudgetExceeded(f"rule evaluation passed its deadline of {self.deadline:g}s") from exc
+
+    def _kill(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        if self._pool is not pool:
+            return  # another request replaced it already
+        self._pool = None
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._kill(self._pool)
 
 
 def _error(status: int, reason: str, decision: Decision | None = None) -> web.Response:
@@ -117,6 +204,8 @@ class Router:
         poll: float = 1.0,
         upstream_scheme: str = "auto",
         default_upstream: str | None = None,
+        max_header_value: int = MAX_HEADER_VALUE,
+        match_deadline: float = MATCH_DEADLINE,
     ):
         if upstream_scheme not in SCHEMES:
             raise ValueError(f"upstream scheme must be one of {', '.join(SCHEMES)}, got {upstream_scheme!r}")
@@ -124,6 +213,8 @@ class Router:
             raise ValueError(f"default upstream: {problem}")
         self.upstream_scheme = upstream_scheme
         self.default_upstream = default_upstream
+        self.max_header_value = max_header_value
+        self.decider = BoundedDecider(match_deadline)
         self.metrics = Metrics()
         self.topology_service = topology_service.rstrip("/")
         self.classify_timeout = aiohttp.ClientTimeout(total=classify_timeout)
@@ -145,6 +236,11 @@ class Router:
         self.ruleset = ruleset  # atomic swap; in-flight requests keep the ruleset they started with
         self.metrics.reloads.inc()
         self.metrics.rules.set(len(ruleset.rules))
+        self.metrics.linear.set(1 if ruleset.linear else 0)
+        if not ruleset.linear:
+            log.warning(
+                "ruleset has patterns off the linear-time engine: evaluated in worker processes with a deadline"
+            )
 
     async def start(self, app: web.Application) -> None:
         self.session = aiohttp.ClientSession(
@@ -155,6 +251,7 @@ class Router:
 
     async def stop(self, app: web.Application) -> None:
         await self.watched.stop()
+        self.decider.close()
         if self.session is not None:
             await self.session.close()
 
@@ -188,7 +285,14 @@ class Router:
         ruleset = self.ruleset
         if ruleset is None:
             return None, _error(503, "ruleset not loaded")
-        decision = ruleset.decide(RequestView.build(request.path, request.headers.items()))
+        if name := oversized_header(request.headers.items(), self.max_header_value):
+            return None, _error(431, f"request header too large: {name} longer than {self.max_header_value} characters")
+        try:
+            decision = await self.decider.decide(ruleset, RequestView.build(request.path, request.headers.items()))
+        except BudgetExceeded as exc:
+            self.metrics.budget_exceeded.inc()
+            log.warning("%s: %s %s", exc, request.method, request.path)
+            return None, _error(503, f"routing rules took too long: {exc}")
         if decision is None:
             return None, _error(502, "no routing rule matched this request")
         address = decision.address
@@ -332,9 +436,17 @@ def build_apps(router: Router) -> tuple[web.Application, web.Application]:
     return app, admin
 
 
+def parser_limits(max_header_value: int) -> dict[str, int]:
+    """aiohttp's own header limits, set above the rules' cap so that the router answers 431 itself."""
+    return {"max_field_size": max(8190, 4 * max_header_value + 1024)}
+
+
 async def serve(router: Router, host: str, port: int, admin_port: int) -> None:
     app, admin = build_apps(router)
-    runners = [web.AppRunner(app, access_log=None), web.AppRunner(admin, access_log=None)]
+    runners = [
+        web.AppRunner(app, access_log=None, **parser_limits(router.max_header_value)),
+        web.AppRunner(admin, access_log=None),
+    ]
     for runner in runners:
         await runner.setup()
     await web.TCPSite(runners[0], host, port).start()
@@ -378,6 +490,18 @@ def main(argv: list[str] | None = None) -> None:
         default=env.get("CELLS_DEFAULT_UPSTREAM") or None,
         help="address for proxy rules without one (default: the first cell, asked of the Topology Service)",
     )
+    parser.add_argument(
+        "--max-header-value",
+        type=int,
+        default=int(env.get("CELLS_ROUTER_MAX_HEADER_VALUE", str(MAX_HEADER_VALUE))),
+        help="longest header or Cookie value the rules see (characters); a longer one is answered 431",
+    )
+    parser.add_argument(
+        "--match-deadline",
+        type=float,
+        default=float(env.get("CELLS_ROUTER_MATCH_DEADLINE", str(MATCH_DEADLINE))),
+        help="seconds a ruleset with patterns RE2 cannot take may spend deciding (in a worker process); then 503",
+    )
     args = parser.parse_args(argv)
     if args.default_upstream and (problem := address_problem(args.default_upstream)):
         parser.error(f"--default-upstream: {problem}")
@@ -393,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
         args.poll,
         args.upstream_scheme,
         args.default_upstream,
+        args.max_header_value,
+        args.match_deadline,
     )
     asyncio.run(serve(router, args.host, args.port, args.admin_port))
 

@@ -8,8 +8,9 @@ A rule is rendered into the HTTP router's own rules format::
     {"action": "proxy"}                       (the router's default upstream)
 
 Validation is everything the edge would otherwise find out the hard way: ECMAScript patterns that a
-JavaScript engine rejects, patterns with catastrophic backtracking (:mod:`cells_operator.redos`), interpolations of groups the match does not define, proxies to cells that do
-not exist or are not routable, non-integer literal cell ids.
+JavaScript engine rejects, patterns with catastrophic backtracking (:mod:`cells_operator.redos`),
+interpolations of groups the match does not define, proxies to cells that do not exist or are not
+routable, non-integer literal cell ids.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .cell import Problem, address_problem
 from . import redos
+from .cell import Problem, address_problem
 from .ecmaregex import PatternError, UnsupportedPattern, compile_pattern
 from .router_format import RouterRule
 from .topology import Topology

@@ -263,7 +263,9 @@ def python_side(pattern: str, inputs: list[str], engine=lambda compiled: compile
 SHORT_INPUTS = [s for s in INPUTS if len(s) <= 12]
 
 
-def compare(patterns: list[str], inputs: list[str] = INPUTS, engine=lambda compiled: compiled) -> tuple[int, int, list[str]]:
+def compare(
+    patterns: list[str], inputs: list[str] = INPUTS, engine=lambda compiled: compiled
+) -> tuple[int, int, list[str]]:
     cases = [{"pattern": p, "inputs": inputs} for p in patterns]
     expected = run_node(cases)
     mismatches, unsupported, agreed = [], 0, 0
