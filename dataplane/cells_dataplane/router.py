@@ -3,8 +3,10 @@
 For each request: the first matching rule decides; ``classify`` asks the Topology Service (through a
 cache of positive and negative answers that honours its Cache-Control and serves stale answers when the
 service is down); ``proxy`` goes straight to the rule's address. Bodies stream both ways (no full
-buffering); hop-by-hop headers are dropped; ``X-Forwarded-*`` is added. Like GitLab's router, the
-proxied request tells the cell which rule decided (``X-Gitlab-Http-Router-Rule-Action``: ``classify`` or
+buffering); hop-by-hop headers are dropped; ``X-Forwarded-*`` is set from what the router saw (a client's
+own values are replaced unless it connects from ``--trusted-proxies``, whose chain is extended); bodies
+past ``--max-body`` are answered 413. Like GitLab's router, the proxied request tells the cell which
+rule decided (``X-Gitlab-Http-Router-Rule-Action``: ``classify`` or
 ``proxy``; ``X-Gitlab-Http-Router-Rule-Type``: the classify type, none for proxy), which GitLab Rails reads
 (``Gitlab::HttpRouter::RuleContext``); values a client sent itself are dropped. Every response says the
 same as ``X-Cells-Router-Rule-Action`` / ``-Type`` (a debugging aid). A ``proxy`` rule without an address
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -74,6 +77,7 @@ UPSTREAM_ACTION_HEADER = "X-Gitlab-Http-Router-Rule-Action"
 UPSTREAM_TYPE_HEADER = "X-Gitlab-Http-Router-Rule-Type"
 CHUNK = 64 * 1024
 MAX_HEADER_VALUE = 8 * 1024  # what the rules may see of one header or Cookie value; longer -> 431
+MAX_BODY = 1 << 30  # bytes a request body may stream to a cell; more -> 413 (0: no limit)
 MATCH_DEADLINE = 0.25  # seconds a ruleset with patterns off RE2 may take to decide, in a worker process
 
 
@@ -206,6 +210,8 @@ class Router:
         default_upstream: str | None = None,
         max_header_value: int = MAX_HEADER_VALUE,
         match_deadline: float = MATCH_DEADLINE,
+        trusted_proxies: tuple[str, ...] = (),
+        max_body: int = MAX_BODY,
     ):
         if upstream_scheme not in SCHEMES:
             raise ValueError(f"upstream scheme must be one of {', '.join(SCHEMES)}, got {upstream_scheme!r}")
@@ -214,6 +220,8 @@ class Router:
         self.upstream_scheme = upstream_scheme
         self.default_upstream = default_upstream
         self.max_header_value = max_header_value
+        self.max_body = max_body
+        self.trusted_proxies = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         self.decider = BoundedDecider(match_deadline)
         self.metrics = Metrics()
         self.topology_service = topology_service.rstrip("/")
@@ -328,12 +336,18 @@ class Router:
             base = upstream_base(address, self.upstream_scheme)
         except ValueError as exc:
             return _error(502, f"cell address unusable: {exc}", decision)
+        too_large = _error(413, f"request body larger than {self.max_body} bytes", decision)
+        if self.max_body and (request.content_length or 0) > self.max_body:
+            return too_large
+        body = None
+        if request.body_exists:
+            body = request.content if not self.max_body else _limited(request.content, self.max_body)
         try:
             async with self.session.request(
                 request.method,
                 f"{base}{request.rel_url}",
-                headers=_forward_headers(request, decision),
-                data=request.content if request.body_exists else None,
+                headers=_forward_headers(request, decision, self.trusted_proxies),
+                data=body,
                 allow_redirects=False,
                 timeout=self.upstream_timeout,
             ) as upstream:
@@ -364,7 +378,15 @@ class Router:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
+        except BodyTooLarge:
+            if request.transport is not None:
+                request.transport.close()  # the rest of the body is not read: this connection is done
+            return too_large
         except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
+            if isinstance(exc, aiohttp.ClientPayloadError) and isinstance(exc.__cause__, BodyTooLarge):
+                if request.transport is not None:
+                    request.transport.close()
+                return too_large
             if response is not None and response.prepared:
                 # Headers are gone already: the only honest signal left is to cut the connection.
                 log.warning("upstream %s failed mid-response: %r", address, exc)
@@ -376,11 +398,38 @@ class Router:
             return _error(502, f"cell unreachable: {address} ({type(exc).__name__})", decision)
 
 
+class BodyTooLarge(Exception):
+    """The request body streamed past ``--max-body``."""
+
+
+async def _limited(content, limit: int):
+    """The request body, chunk by chunk, stopping with :class:`BodyTooLarge` past ``limit`` bytes."""
+    seen = 0
+    async for chunk in content.iter_chunked(CHUNK):
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge(f"request body larger than {limit} bytes")
+        yield chunk
+
+
 def _connection_tokens(headers) -> set[str]:
     return {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",") if t.strip()}
 
 
-def _forward_headers(request: web.Request, decision: Decision) -> list[tuple[str, str]]:
+def trusted_peer(peer: str | None, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """Whether the connection comes from a proxy in ``--trusted-proxies`` (whose X-Forwarded-* are kept)."""
+    if not peer or not trusted:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def _forward_headers(
+    request: web.Request, decision: Decision, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+) -> list[tuple[str, str]]:
     # A client must not be able to claim a rule decision of its own: its copies of the rule headers go.
     drop = (
         HOP_BY_HOP
@@ -389,13 +438,20 @@ def _forward_headers(request: web.Request, decision: Decision) -> list[tuple[str
     )
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
     peer = request.remote or ""
-    prior = request.headers.get("X-Forwarded-For")
     headers = [
         (k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
     ]
-    headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-    headers.append(("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme)))
-    headers.append(("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host)))
+    if trusted_peer(peer, trusted):
+        # A trusted proxy in front: its chain is extended and what it says about scheme and host is kept.
+        prior = ", ".join(request.headers.getall("X-Forwarded-For", []))
+        headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+        headers.append(("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme)))
+        headers.append(("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host)))
+    else:
+        # Anyone else: whatever the client claims is replaced by what the router saw itself.
+        headers.append(("X-Forwarded-For", peer))
+        headers.append(("X-Forwarded-Proto", request.scheme))
+        headers.append(("X-Forwarded-Host", request.host))
     headers.extend(rule_headers(decision))
     return headers
 
@@ -502,7 +558,25 @@ def main(argv: list[str] | None = None) -> None:
         default=float(env.get("CELLS_ROUTER_MATCH_DEADLINE", str(MATCH_DEADLINE))),
         help="seconds a ruleset with patterns RE2 cannot take may spend deciding (in a worker process); then 503",
     )
+    parser.add_argument(
+        "--trusted-proxies",
+        default=env.get("CELLS_ROUTER_TRUSTED_PROXIES", ""),
+        help="comma-separated CIDRs of proxies in front of the router whose X-Forwarded-* are kept and extended; "
+        "from any other peer they are replaced (default: none)",
+    )
+    parser.add_argument(
+        "--max-body",
+        type=int,
+        default=int(env.get("CELLS_ROUTER_MAX_BODY", str(MAX_BODY))),
+        help="bytes a request body may stream to a cell (default 1 GiB; 0: no limit); more is answered 413",
+    )
     args = parser.parse_args(argv)
+    try:
+        trusted = tuple(n.strip() for n in args.trusted_proxies.split(",") if n.strip())
+        for network in trusted:
+            ipaddress.ip_network(network, strict=False)
+    except ValueError as exc:
+        parser.error(f"--trusted-proxies: {exc}")
     if args.default_upstream and (problem := address_problem(args.default_upstream)):
         parser.error(f"--default-upstream: {problem}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -519,6 +593,8 @@ def main(argv: list[str] | None = None) -> None:
         args.default_upstream,
         args.max_header_value,
         args.match_deadline,
+        trusted,
+        args.max_body,
     )
     asyncio.run(serve(router, args.host, args.port, args.admin_port))
 
