@@ -37,6 +37,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -78,6 +79,7 @@ UPSTREAM_TYPE_HEADER = "X-Gitlab-Http-Router-Rule-Type"
 CHUNK = 64 * 1024
 MAX_HEADER_VALUE = 8 * 1024  # what the rules may see of one header or Cookie value; longer -> 431
 MAX_BODY = 1 << 30  # bytes a request body may stream to a cell; more -> 413 (0: no limit)
+HEADER_TIMEOUT = 10.0  # seconds a connection may take to send a request's headers (also bounds idle keep-alive)
 MATCH_DEADLINE = 0.25  # seconds a ruleset with patterns off RE2 may take to decide, in a worker process
 
 
@@ -116,6 +118,11 @@ class Metrics:
         self.linear = Gauge(
             "cells_router_rules_linear",
             "1 if every pattern of the ruleset in service runs on the linear-time engine (RE2), else 0",
+            registry=r,
+        )
+        self.slow_clients = Counter(
+            "cells_router_slow_clients_total",
+            "Connections cut because a request's headers took longer than --header-timeout",
             registry=r,
         )
         self.budget_exceeded = Counter(
@@ -212,6 +219,7 @@ class Router:
         match_deadline: float = MATCH_DEADLINE,
         trusted_proxies: tuple[str, ...] = (),
         max_body: int = MAX_BODY,
+        header_timeout: float = HEADER_TIMEOUT,
     ):
         if upstream_scheme not in SCHEMES:
             raise ValueError(f"upstream scheme must be one of {', '.join(SCHEMES)}, got {upstream_scheme!r}")
@@ -221,6 +229,7 @@ class Router:
         self.default_upstream = default_upstream
         self.max_header_value = max_header_value
         self.max_body = max_body
+        self.header_timeout = header_timeout
         self.trusted_proxies = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         self.decider = BoundedDecider(match_deadline)
         self.metrics = Metrics()
@@ -284,7 +293,14 @@ class Router:
             self.metrics.classify.labels(result).observe(time.perf_counter() - started)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        decision, response = await self._route(request)
+        protocol = request.protocol
+        if isinstance(protocol, HeaderDeadline):
+            protocol.headers_done()
+        try:
+            decision, response = await self._route(request)
+        finally:
+            if isinstance(protocol, HeaderDeadline) and protocol.transport is not None:
+                protocol.rearm()  # the next request on this connection gets the same deadline
         action = decision.action if decision else "none"
         self.metrics.requests.labels(action, decision.type_label if decision else "none", str(response.status)).inc()
         return response
@@ -340,8 +356,9 @@ class Router:
         if self.max_body and (request.content_length or 0) > self.max_body:
             return too_large
         body = None
+        limit = _BodyLimit(self.max_body)
         if request.body_exists:
-            body = request.content if not self.max_body else _limited(request.content, self.max_body)
+            body = request.content if not self.max_body else limit.stream(request.content)
         try:
             async with self.session.request(
                 request.method,
@@ -378,14 +395,11 @@ class Router:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
-        except BodyTooLarge:
-            if request.transport is not None:
-                request.transport.close()  # the rest of the body is not read: this connection is done
-            return too_large
-        except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
-            if isinstance(exc, aiohttp.ClientPayloadError) and isinstance(exc.__cause__, BodyTooLarge):
-                if request.transport is not None:
-                    request.transport.close()
+        except (TimeoutError, aiohttp.ClientError, ConnectionResetError, BodyTooLarge) as exc:
+            if limit.exceeded and (response is None or not response.prepared):
+                # aiohttp reports the aborted upload as a connection error; the cause is the limit. The rest of
+                # the body is never read, so this connection is done after the answer.
+                too_large.force_close()
                 return too_large
             if response is not None and response.prepared:
                 # Headers are gone already: the only honest signal left is to cut the connection.
@@ -402,14 +416,21 @@ class BodyTooLarge(Exception):
     """The request body streamed past ``--max-body``."""
 
 
-async def _limited(content, limit: int):
-    """The request body, chunk by chunk, stopping with :class:`BodyTooLarge` past ``limit`` bytes."""
-    seen = 0
-    async for chunk in content.iter_chunked(CHUNK):
-        seen += len(chunk)
-        if seen > limit:
-            raise BodyTooLarge(f"request body larger than {limit} bytes")
-        yield chunk
+class _BodyLimit:
+    """Streams a request body, stopping with :class:`BodyTooLarge` past ``limit`` bytes (and remembering it)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.exceeded = False
+
+    async def stream(self, content):
+        seen = 0
+        async for chunk in content.iter_chunked(CHUNK):
+            seen += len(chunk)
+            if seen > self.limit:
+                self.exceeded = True
+                raise BodyTooLarge(f"request body larger than {self.limit} bytes")
+            yield chunk
 
 
 def _connection_tokens(headers) -> set[str]:
@@ -492,6 +513,70 @@ def build_apps(router: Router) -> tuple[web.Application, web.Application]:
     return app, admin
 
 
+class HeaderDeadline(RequestHandler):
+    """aiohttp's connection handler, cut off when a request's headers take longer than ``timeout`` to arrive.
+
+    aiohttp has no header timeout of its own: a client that dribbles headers byte by byte holds a connection
+    for ever (slowloris). The deadline is armed when the connection opens and again after each answer,
+    and disarmed when the router's handler sees a request (its headers are complete).
+    """
+
+    timeout = HEADER_TIMEOUT
+    on_cut: object = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._deadline: asyncio.TimerHandle | None = None
+        self.rearm()
+
+    def rearm(self) -> None:
+        self.headers_done()
+        self._deadline = asyncio.get_running_loop().call_later(self.timeout, self._cut)
+
+    def headers_done(self) -> None:
+        deadline = getattr(self, "_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+            self._deadline = None
+
+    def _cut(self) -> None:
+        self._deadline = None
+        if self.transport is not None:
+            if callable(self.on_cut):
+                self.on_cut()
+            self.transport.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.headers_done()
+        super().connection_lost(exc)
+
+
+class _DeadlineServer:
+    """aiohttp's ``Server`` (the protocol factory), making :class:`HeaderDeadline` handlers."""
+
+    def __init__(self, server, timeout: float, on_cut) -> None:
+        self._server = server
+        self._handler = type("HeaderDeadlineHandler", (HeaderDeadline,), {"timeout": timeout, "on_cut": on_cut})
+
+    def __call__(self) -> RequestHandler:
+        return self._handler(self._server, loop=self._server._loop, **self._server._kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._server, name)
+
+
+class GuardedRunner(web.AppRunner):
+    """``AppRunner`` whose connections have a header deadline."""
+
+    def __init__(self, app: web.Application, header_timeout: float, on_cut=None, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self.header_timeout = header_timeout
+        self.on_cut = on_cut
+
+    async def _make_server(self):
+        return _DeadlineServer(await super()._make_server(), self.header_timeout, self.on_cut)
+
+
 def parser_limits(max_header_value: int) -> dict[str, int]:
     """aiohttp's own header limits, set above the rules' cap so that the router answers 431 itself."""
     return {"max_field_size": max(8190, 4 * max_header_value + 1024)}
@@ -500,7 +585,13 @@ def parser_limits(max_header_value: int) -> dict[str, int]:
 async def serve(router: Router, host: str, port: int, admin_port: int) -> None:
     app, admin = build_apps(router)
     runners = [
-        web.AppRunner(app, access_log=None, **parser_limits(router.max_header_value)),
+        GuardedRunner(
+            app,
+            router.header_timeout,
+            router.metrics.slow_clients.inc,
+            access_log=None,
+            **parser_limits(router.max_header_value),
+        ),
         web.AppRunner(admin, access_log=None),
     ]
     for runner in runners:
@@ -570,6 +661,12 @@ def main(argv: list[str] | None = None) -> None:
         default=int(env.get("CELLS_ROUTER_MAX_BODY", str(MAX_BODY))),
         help="bytes a request body may stream to a cell (default 1 GiB; 0: no limit); more is answered 413",
     )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=float(env.get("CELLS_ROUTER_HEADER_TIMEOUT", str(HEADER_TIMEOUT))),
+        help="seconds a connection may take to send a request's headers, and may stay idle between requests",
+    )
     args = parser.parse_args(argv)
     try:
         trusted = tuple(n.strip() for n in args.trusted_proxies.split(",") if n.strip())
@@ -595,6 +692,7 @@ def main(argv: list[str] | None = None) -> None:
         args.match_deadline,
         trusted,
         args.max_body,
+        args.header_timeout,
     )
     asyncio.run(serve(router, args.host, args.port, args.admin_port))
 
