@@ -186,7 +186,7 @@ class BoundedDecider:
         self._pool = None
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=False)  # queued evaluations fail with BrokenProcessPool: answered 503 as well
 
     def close(self) -> None:
         if self._pool is not None:
