@@ -10,6 +10,12 @@ COPY operator ./operator
 COPY dataplane ./dataplane
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
+# The ReDoS checker the operator refuses catastrophic patterns with (ADR 0013), as `make recheck` installs it.
+FROM python:3.11.10-slim-bookworm AS recheck
+RUN apt-get update && apt-get install -y --no-install-recommends npm && rm -rf /var/lib/apt/lists/*
+COPY tools/recheck/package.json tools/recheck/package-lock.json tools/recheck/check.js /opt/cells/recheck/
+RUN cd /opt/cells/recheck && npm ci --no-audit --no-fund --omit=optional
+
 FROM python:3.11.10-slim-bookworm AS runtime
 RUN useradd --uid 65532 --no-create-home --shell /usr/sbin/nologin cells
 COPY --from=builder /wheels /wheels
@@ -28,6 +34,10 @@ ENTRYPOINT ["cells-router"]
 CMD ["--rules", "/etc/cells/router/session_token.json"]
 
 FROM runtime AS operator
+USER root
+RUN apt-get update && apt-get install -y --no-install-recommends nodejs && rm -rf /var/lib/apt/lists/*
+COPY --from=recheck /opt/cells/recheck /opt/cells/recheck
+USER 65532:65532
 EXPOSE 8080 9090
 ENTRYPOINT ["cells-operator"]
 CMD ["run", "--log-format=json"]

@@ -14,7 +14,7 @@ K8S_VERSION ?=
 export K8S_VERSION
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv node assets cluster cluster-down test unit integration e2e soak soak-churn demo demo-down lint fmt bench e2e-kind clean
+.PHONY: help venv node recheck assets cluster cluster-down test unit integration e2e soak soak-churn demo demo-down lint fmt bench e2e-kind clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -45,7 +45,7 @@ fmt: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-unit: venv node ## unit tests (no cluster)
+unit: venv node recheck ## unit tests (no cluster)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 integration: assets ## integration tests on a fresh local control plane
@@ -58,7 +58,14 @@ node: ## Node.js for the ECMAScript differential test (Debian's nodejs if none i
 	@command -v node >/dev/null 2>&1 || command -v nodejs >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nodejs; }
 
-test: assets node lint ## every test tier that can run here: unit, integration, e2e
+recheck: node tools/recheck/node_modules/.installed ## the ReDoS checker the operator refuses catastrophic patterns with (ADR 0013)
+
+tools/recheck/node_modules/.installed: tools/recheck/package.json tools/recheck/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends npm; }
+	cd tools/recheck && npm ci --no-audit --no-fund --omit=optional --loglevel=error
+	touch $@
+
+test: assets node recheck lint ## every test tier that can run here: unit, integration, e2e
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 SOAK_RUNS ?= 20

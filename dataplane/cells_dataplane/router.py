@@ -3,13 +3,18 @@
 For each request: the first matching rule decides; ``classify`` asks the Topology Service (through a
 cache of positive and negative answers that honours its Cache-Control and serves stale answers when the
 service is down); ``proxy`` goes straight to the rule's address. Bodies stream both ways (no full
-buffering); hop-by-hop headers are dropped; ``X-Forwarded-*`` is added. Like GitLab's router, the
-proxied request tells the cell which rule decided (``X-Gitlab-Http-Router-Rule-Action``: ``classify`` or
+buffering); hop-by-hop headers are dropped; ``X-Forwarded-*`` is set from what the router saw (a client's
+own values are replaced unless it connects from ``--trusted-proxies``, whose chain is extended); bodies
+past ``--max-body`` are answered 413. Like GitLab's router, the proxied request tells the cell which
+rule decided (``X-Gitlab-Http-Router-Rule-Action``: ``classify`` or
 ``proxy``; ``X-Gitlab-Http-Router-Rule-Type``: the classify type, none for proxy), which GitLab Rails reads
 (``Gitlab::HttpRouter::RuleContext``); values a client sent itself are dropped. Every response says the
 same as ``X-Cells-Router-Rule-Action`` / ``-Type`` (a debugging aid). A ``proxy`` rule without an address
 goes to ``--default-upstream``, or to the first cell when that is unset. The scheme and port for an
 address are chosen by ``--upstream-scheme`` (``auto``: https for a bare host, http for ``host:port``).
+Hostile input is bounded (ADR 0013): patterns run on RE2 (linear time) where they can, a ruleset with
+others is evaluated in worker processes with a deadline (``--match-deadline``, then 503), and a header or
+Cookie value longer than ``--max-header-value`` (8 KiB) is answered 431.
 Failures are answered, never hung: no rule -> 502, Topology Service unreachable with nothing cached ->
 503, unknown cell -> 502, cell unreachable -> 502, cell too slow -> 504.
 
@@ -22,13 +27,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import ipaddress
 import logging
+import multiprocessing
 import os
 import time
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -36,7 +45,16 @@ from cells_operator.cell import address_problem
 
 from .classify_cache import ClassifyCache, ServiceAnswer, Unavailable
 from .filewatch import WatchedFile
-from .routing import SCHEMES, Decision, RequestView, Ruleset, load_ruleset, upstream_base
+from .routing import (
+    SCHEMES,
+    Decision,
+    RequestView,
+    Ruleset,
+    decide_in_worker,
+    load_ruleset,
+    oversized_header,
+    upstream_base,
+)
 
 log = logging.getLogger("cells_router")
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -59,6 +77,10 @@ TYPE_HEADER = "X-Cells-Router-Rule-Type"
 UPSTREAM_ACTION_HEADER = "X-Gitlab-Http-Router-Rule-Action"
 UPSTREAM_TYPE_HEADER = "X-Gitlab-Http-Router-Rule-Type"
 CHUNK = 64 * 1024
+MAX_HEADER_VALUE = 8 * 1024  # what the rules may see of one header or Cookie value; longer -> 431
+MAX_BODY = 1 << 30  # bytes a request body may stream to a cell; more -> 413 (0: no limit)
+HEADER_TIMEOUT = 10.0  # seconds a connection may take to send a request's headers (also bounds idle keep-alive)
+MATCH_DEADLINE = 0.25  # seconds a ruleset with patterns off RE2 may take to decide, in a worker process
 
 
 class Metrics:
@@ -93,6 +115,82 @@ class Metrics:
             registry=r,
         )
         self.rules = Gauge("cells_router_rules", "Rules in the ruleset in service", registry=r)
+        self.linear = Gauge(
+            "cells_router_rules_linear",
+            "1 if every pattern of the ruleset in service runs on the linear-time engine (RE2), else 0",
+            registry=r,
+        )
+        self.slow_clients = Counter(
+            "cells_router_slow_clients_total",
+            "Connections cut because a request's headers took longer than --header-timeout",
+            registry=r,
+        )
+        self.budget_exceeded = Counter(
+            "cells_router_match_budget_exceeded_total",
+            "Requests whose rule evaluation passed its deadline (answered 503; the evaluation worker is replaced)",
+            registry=r,
+        )
+
+
+class BudgetExceeded(Exception):
+    """Rule evaluation passed its deadline."""
+
+
+class BoundedDecider:
+    """Decide on the event loop when every pattern is linear-time; otherwise in worker processes with a deadline.
+
+    A backtracking pattern cannot be interrupted inside Python's ``re`` (it holds the GIL), so a ruleset with a
+    pattern off RE2 is evaluated in a pool of worker processes; an evaluation past ``deadline`` is answered
+    with :class:`BudgetExceeded` and the pool is killed and replaced, so no request can hold the router.
+    """
+
+    def __init__(self, deadline: float = MATCH_DEADLINE, workers: int = 2):
+        self.deadline = deadline
+        self.workers = workers
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._ready: asyncio.Event | None = None
+
+    async def _get_pool(self, ruleset: Ruleset) -> concurrent.futures.ProcessPoolExecutor:
+        if self._ready is None:
+            self._ready = asyncio.Event()
+        if self._pool is None:
+            self._ready.clear()
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+            loop = asyncio.get_running_loop()
+            # Warm every worker (imports, the ruleset compiled) before any deadline counts.
+            warm = RequestView("/")
+            await asyncio.gather(
+                *(loop.run_in_executor(self._pool, decide_in_worker, ruleset.source, warm) for _ in range(self.workers))
+            )
+            self._ready.set()
+        await self._ready.wait()
+        assert self._pool is not None
+        return self._pool
+
+    async def decide(self, ruleset: Ruleset, request: RequestView) -> Decision | None:
+        if ruleset.linear:
+            return ruleset.decide(request)
+        pool = await self._get_pool(ruleset)
+        future = asyncio.get_running_loop().run_in_executor(pool, decide_in_worker, ruleset.source, request)
+        try:
+            return await asyncio.wait_for(future, self.deadline)
+        except (TimeoutError, concurrent.futures.process.BrokenProcessPool) as exc:
+            self._kill(pool)
+            raise BudgetExceeded(f"rule evaluation passed its deadline of {self.deadline:g}s") from exc
+
+    def _kill(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        if self._pool is not pool:
+            return  # another request replaced it already
+        self._pool = None
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+        pool.shutdown(wait=False)  # queued evaluations fail with BrokenProcessPool: answered 503 as well
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._kill(self._pool)
 
 
 def _error(status: int, reason: str, decision: Decision | None = None) -> web.Response:
@@ -117,6 +215,11 @@ class Router:
         poll: float = 1.0,
         upstream_scheme: str = "auto",
         default_upstream: str | None = None,
+        max_header_value: int = MAX_HEADER_VALUE,
+        match_deadline: float = MATCH_DEADLINE,
+        trusted_proxies: tuple[str, ...] = (),
+        max_body: int = MAX_BODY,
+        header_timeout: float = HEADER_TIMEOUT,
     ):
         if upstream_scheme not in SCHEMES:
             raise ValueError(f"upstream scheme must be one of {', '.join(SCHEMES)}, got {upstream_scheme!r}")
@@ -124,6 +227,11 @@ class Router:
             raise ValueError(f"default upstream: {problem}")
         self.upstream_scheme = upstream_scheme
         self.default_upstream = default_upstream
+        self.max_header_value = max_header_value
+        self.max_body = max_body
+        self.header_timeout = header_timeout
+        self.trusted_proxies = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
+        self.decider = BoundedDecider(match_deadline)
         self.metrics = Metrics()
         self.topology_service = topology_service.rstrip("/")
         self.classify_timeout = aiohttp.ClientTimeout(total=classify_timeout)
@@ -145,6 +253,11 @@ class Router:
         self.ruleset = ruleset  # atomic swap; in-flight requests keep the ruleset they started with
         self.metrics.reloads.inc()
         self.metrics.rules.set(len(ruleset.rules))
+        self.metrics.linear.set(1 if ruleset.linear else 0)
+        if not ruleset.linear:
+            log.warning(
+                "ruleset has patterns off the linear-time engine: evaluated in worker processes with a deadline"
+            )
 
     async def start(self, app: web.Application) -> None:
         self.session = aiohttp.ClientSession(
@@ -155,6 +268,7 @@ class Router:
 
     async def stop(self, app: web.Application) -> None:
         await self.watched.stop()
+        self.decider.close()
         if self.session is not None:
             await self.session.close()
 
@@ -179,7 +293,14 @@ class Router:
             self.metrics.classify.labels(result).observe(time.perf_counter() - started)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        decision, response = await self._route(request)
+        protocol = request.protocol
+        if isinstance(protocol, HeaderDeadline):
+            protocol.headers_done()
+        try:
+            decision, response = await self._route(request)
+        finally:
+            if isinstance(protocol, HeaderDeadline) and protocol.transport is not None:
+                protocol.rearm()  # the next request on this connection gets the same deadline
         action = decision.action if decision else "none"
         self.metrics.requests.labels(action, decision.type_label if decision else "none", str(response.status)).inc()
         return response
@@ -188,7 +309,14 @@ class Router:
         ruleset = self.ruleset
         if ruleset is None:
             return None, _error(503, "ruleset not loaded")
-        decision = ruleset.decide(RequestView.build(request.path, request.headers.items()))
+        if name := oversized_header(request.headers.items(), self.max_header_value):
+            return None, _error(431, f"request header too large: {name} longer than {self.max_header_value} characters")
+        try:
+            decision = await self.decider.decide(ruleset, RequestView.build(request.path, request.headers.items()))
+        except BudgetExceeded as exc:
+            self.metrics.budget_exceeded.inc()
+            log.warning("%s: %s %s", exc, request.method, request.path)
+            return None, _error(503, f"routing rules took too long: {exc}")
         if decision is None:
             return None, _error(502, "no routing rule matched this request")
         address = decision.address
@@ -224,12 +352,19 @@ class Router:
             base = upstream_base(address, self.upstream_scheme)
         except ValueError as exc:
             return _error(502, f"cell address unusable: {exc}", decision)
+        too_large = _error(413, f"request body larger than {self.max_body} bytes", decision)
+        if self.max_body and (request.content_length or 0) > self.max_body:
+            return too_large
+        body = None
+        limit = _BodyLimit(self.max_body)
+        if request.body_exists:
+            body = request.content if not self.max_body else limit.stream(request.content)
         try:
             async with self.session.request(
                 request.method,
                 f"{base}{request.rel_url}",
-                headers=_forward_headers(request, decision),
-                data=request.content if request.body_exists else None,
+                headers=_forward_headers(request, decision, self.trusted_proxies),
+                data=body,
                 allow_redirects=False,
                 timeout=self.upstream_timeout,
             ) as upstream:
@@ -260,7 +395,12 @@ class Router:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
-        except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ConnectionResetError, BodyTooLarge) as exc:
+            if limit.exceeded and (response is None or not response.prepared):
+                # aiohttp reports the aborted upload as a connection error; the cause is the limit. The rest of
+                # the body is never read, so this connection is done after the answer.
+                too_large.force_close()
+                return too_large
             if response is not None and response.prepared:
                 # Headers are gone already: the only honest signal left is to cut the connection.
                 log.warning("upstream %s failed mid-response: %r", address, exc)
@@ -272,11 +412,45 @@ class Router:
             return _error(502, f"cell unreachable: {address} ({type(exc).__name__})", decision)
 
 
+class BodyTooLarge(Exception):
+    """The request body streamed past ``--max-body``."""
+
+
+class _BodyLimit:
+    """Streams a request body, stopping with :class:`BodyTooLarge` past ``limit`` bytes (and remembering it)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.exceeded = False
+
+    async def stream(self, content):
+        seen = 0
+        async for chunk in content.iter_chunked(CHUNK):
+            seen += len(chunk)
+            if seen > self.limit:
+                self.exceeded = True
+                raise BodyTooLarge(f"request body larger than {self.limit} bytes")
+            yield chunk
+
+
 def _connection_tokens(headers) -> set[str]:
     return {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",") if t.strip()}
 
 
-def _forward_headers(request: web.Request, decision: Decision) -> list[tuple[str, str]]:
+def trusted_peer(peer: str | None, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """Whether the connection comes from a proxy in ``--trusted-proxies`` (whose X-Forwarded-* are kept)."""
+    if not peer or not trusted:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def _forward_headers(
+    request: web.Request, decision: Decision, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+) -> list[tuple[str, str]]:
     # A client must not be able to claim a rule decision of its own: its copies of the rule headers go.
     drop = (
         HOP_BY_HOP
@@ -285,13 +459,20 @@ def _forward_headers(request: web.Request, decision: Decision) -> list[tuple[str
     )
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
     peer = request.remote or ""
-    prior = request.headers.get("X-Forwarded-For")
     headers = [
         (k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
     ]
-    headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-    headers.append(("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme)))
-    headers.append(("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host)))
+    if trusted_peer(peer, trusted):
+        # A trusted proxy in front: its chain is extended and what it says about scheme and host is kept.
+        prior = ", ".join(request.headers.getall("X-Forwarded-For", []))
+        headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+        headers.append(("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme)))
+        headers.append(("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host)))
+    else:
+        # Anyone else: whatever the client claims is replaced by what the router saw itself.
+        headers.append(("X-Forwarded-For", peer))
+        headers.append(("X-Forwarded-Proto", request.scheme))
+        headers.append(("X-Forwarded-Host", request.host))
     headers.extend(rule_headers(decision))
     return headers
 
@@ -332,9 +513,87 @@ def build_apps(router: Router) -> tuple[web.Application, web.Application]:
     return app, admin
 
 
+class HeaderDeadline(RequestHandler):
+    """aiohttp's connection handler, cut off when a request's headers take longer than ``timeout`` to arrive.
+
+    aiohttp has no header timeout of its own: a client that dribbles headers byte by byte holds a connection
+    for ever (slowloris). The deadline is armed when the connection opens and again after each answer,
+    and disarmed when the router's handler sees a request (its headers are complete).
+    """
+
+    timeout = HEADER_TIMEOUT
+    on_cut: object = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._deadline: asyncio.TimerHandle | None = None
+        self.rearm()
+
+    def rearm(self) -> None:
+        self.headers_done()
+        self._deadline = asyncio.get_running_loop().call_later(self.timeout, self._cut)
+
+    def headers_done(self) -> None:
+        deadline = getattr(self, "_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+            self._deadline = None
+
+    def _cut(self) -> None:
+        self._deadline = None
+        if self.transport is not None:
+            if callable(self.on_cut):
+                self.on_cut()
+            self.transport.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.headers_done()
+        super().connection_lost(exc)
+
+
+class _DeadlineServer:
+    """aiohttp's ``Server`` (the protocol factory), making :class:`HeaderDeadline` handlers."""
+
+    def __init__(self, server, timeout: float, on_cut) -> None:
+        self._server = server
+        self._handler = type("HeaderDeadlineHandler", (HeaderDeadline,), {"timeout": timeout, "on_cut": on_cut})
+
+    def __call__(self) -> RequestHandler:
+        return self._handler(self._server, loop=self._server._loop, **self._server._kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._server, name)
+
+
+class GuardedRunner(web.AppRunner):
+    """``AppRunner`` whose connections have a header deadline."""
+
+    def __init__(self, app: web.Application, header_timeout: float, on_cut=None, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self.header_timeout = header_timeout
+        self.on_cut = on_cut
+
+    async def _make_server(self):
+        return _DeadlineServer(await super()._make_server(), self.header_timeout, self.on_cut)
+
+
+def parser_limits(max_header_value: int) -> dict[str, int]:
+    """aiohttp's own header limits, set above the rules' cap so that the router answers 431 itself."""
+    return {"max_field_size": max(8190, 4 * max_header_value + 1024)}
+
+
 async def serve(router: Router, host: str, port: int, admin_port: int) -> None:
     app, admin = build_apps(router)
-    runners = [web.AppRunner(app, access_log=None), web.AppRunner(admin, access_log=None)]
+    runners = [
+        GuardedRunner(
+            app,
+            router.header_timeout,
+            router.metrics.slow_clients.inc,
+            access_log=None,
+            **parser_limits(router.max_header_value),
+        ),
+        web.AppRunner(admin, access_log=None),
+    ]
     for runner in runners:
         await runner.setup()
     await web.TCPSite(runners[0], host, port).start()
@@ -378,7 +637,43 @@ def main(argv: list[str] | None = None) -> None:
         default=env.get("CELLS_DEFAULT_UPSTREAM") or None,
         help="address for proxy rules without one (default: the first cell, asked of the Topology Service)",
     )
+    parser.add_argument(
+        "--max-header-value",
+        type=int,
+        default=int(env.get("CELLS_ROUTER_MAX_HEADER_VALUE", str(MAX_HEADER_VALUE))),
+        help="longest header or Cookie value the rules see (characters); a longer one is answered 431",
+    )
+    parser.add_argument(
+        "--match-deadline",
+        type=float,
+        default=float(env.get("CELLS_ROUTER_MATCH_DEADLINE", str(MATCH_DEADLINE))),
+        help="seconds a ruleset with patterns RE2 cannot take may spend deciding (in a worker process); then 503",
+    )
+    parser.add_argument(
+        "--trusted-proxies",
+        default=env.get("CELLS_ROUTER_TRUSTED_PROXIES", ""),
+        help="comma-separated CIDRs of proxies in front of the router whose X-Forwarded-* are kept and extended; "
+        "from any other peer they are replaced (default: none)",
+    )
+    parser.add_argument(
+        "--max-body",
+        type=int,
+        default=int(env.get("CELLS_ROUTER_MAX_BODY", str(MAX_BODY))),
+        help="bytes a request body may stream to a cell (default 1 GiB; 0: no limit); more is answered 413",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=float(env.get("CELLS_ROUTER_HEADER_TIMEOUT", str(HEADER_TIMEOUT))),
+        help="seconds a connection may take to send a request's headers, and may stay idle between requests",
+    )
     args = parser.parse_args(argv)
+    try:
+        trusted = tuple(n.strip() for n in args.trusted_proxies.split(",") if n.strip())
+        for network in trusted:
+            ipaddress.ip_network(network, strict=False)
+    except ValueError as exc:
+        parser.error(f"--trusted-proxies: {exc}")
     if args.default_upstream and (problem := address_problem(args.default_upstream)):
         parser.error(f"--default-upstream: {problem}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -393,6 +688,11 @@ def main(argv: list[str] | None = None) -> None:
         args.poll,
         args.upstream_scheme,
         args.default_upstream,
+        args.max_header_value,
+        args.match_deadline,
+        trusted,
+        args.max_body,
+        args.header_timeout,
     )
     asyncio.run(serve(router, args.host, args.port, args.admin_port))
 

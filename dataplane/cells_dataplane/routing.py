@@ -2,6 +2,9 @@
 
 Patterns are evaluated with ECMAScript semantics by :mod:`cells_operator.ecmaregex` -- the same code
 the operator validates with -- so what the operator accepted behaves here as it does at the edge.
+Wherever RE2 can take a pattern's translation it evaluates it, in linear time, with the same answers
+(:mod:`cells_dataplane.matching`, ADR 0013); :attr:`Ruleset.linear` says whether every pattern of a
+ruleset is on RE2, and the router bounds the evaluation of the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from cells_operator.cell import address_problem, split_address
 from cells_operator.ecmaregex import EcmaPattern, compile_pattern
 from cells_operator.router_format import RouterRule, parse_ruleset
 from cells_operator.rule import INTERPOLATION  # one definition of ${name}: validated there, applied here
+
+from .matching import LinearPattern, is_linear, linear
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,13 @@ class Decision:
 @dataclass(frozen=True)
 class CompiledRule:
     rule: RouterRule
-    name_re: EcmaPattern | None = None
-    value_re: EcmaPattern | None = None
+    name_re: EcmaPattern | LinearPattern | None = None
+    value_re: EcmaPattern | LinearPattern | None = None
+
+    @property
+    def linear(self) -> bool:
+        """Whether every pattern of this rule runs on the linear-time engine."""
+        return all(p is None or is_linear(p) for p in (self.name_re, self.value_re))
 
     def groups(self, request: RequestView) -> dict[str, str | None] | None:
         """Named groups if the rule matches ``request``, else None."""
@@ -98,6 +108,12 @@ def interpolate(template: str, groups: Mapping[str, str | None]) -> str:
 @dataclass
 class Ruleset:
     rules: list[CompiledRule] = field(default_factory=list)
+    source: bytes = b""  # the file it was loaded from: what an evaluation worker process loads again
+
+    @property
+    def linear(self) -> bool:
+        """Whether deciding takes time linear in the request, whatever the request (every pattern on RE2)."""
+        return all(r.linear for r in self.rules)
 
     def decide(self, request: RequestView) -> Decision | None:
         for index, compiled in enumerate(self.rules):
@@ -123,10 +139,10 @@ def compile_rules(rules: list[RouterRule]) -> Ruleset:
         if m is None:
             compiled.append(CompiledRule(rule))
             continue
-        name_re = compile_pattern(m.regex_name) if m.regex_name is not None else None
+        name_re = linear(compile_pattern(m.regex_name)) if m.regex_name is not None else None
         if m.type != "path" and name_re is None:
             raise ValueError(f"{m.type} match without regex_name")
-        compiled.append(CompiledRule(rule, name_re, compile_pattern(m.regex_value)))
+        compiled.append(CompiledRule(rule, name_re, linear(compile_pattern(m.regex_value))))
     return Ruleset(compiled)
 
 
@@ -154,4 +170,26 @@ def upstream_base(address: str, scheme: str = "auto") -> str:
 
 def load_ruleset(raw: bytes | str) -> Ruleset:
     """Parse and compile a ``<ruleset>.json``; any problem raises (the caller keeps the last good one)."""
-    return compile_rules(parse_ruleset(raw))
+    ruleset = compile_rules(parse_ruleset(raw))
+    ruleset.source = raw.encode() if isinstance(raw, str) else bytes(raw)
+    return ruleset
+
+
+_WORKER_RULESETS: dict[bytes, Ruleset] = {}
+
+
+def decide_in_worker(source: bytes, request: RequestView) -> Decision | None:
+    """:meth:`Ruleset.decide` in an evaluation worker process (the router kills it past its deadline)."""
+    ruleset = _WORKER_RULESETS.get(source)
+    if ruleset is None:
+        _WORKER_RULESETS.clear()
+        ruleset = _WORKER_RULESETS[source] = load_ruleset(source)
+    return ruleset.decide(request)
+
+
+def oversized_header(headers: Iterable[tuple[str, str]], cap: int) -> str | None:
+    """The name of the first header whose value is longer than ``cap`` characters (cookies included), or None."""
+    for name, value in headers:
+        if len(value) > cap:
+            return name
+    return None

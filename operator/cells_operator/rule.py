@@ -8,8 +8,9 @@ A rule is rendered into the HTTP router's own rules format::
     {"action": "proxy"}                       (the router's default upstream)
 
 Validation is everything the edge would otherwise find out the hard way: ECMAScript patterns that a
-JavaScript engine rejects, interpolations of groups the match does not define, proxies to cells that do
-not exist or are not routable, non-integer literal cell ids.
+JavaScript engine rejects, patterns with catastrophic backtracking (:mod:`cells_operator.redos`),
+interpolations of groups the match does not define, proxies to cells that do not exist or are not
+routable, non-integer literal cell ids.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
+from . import redos
 from .cell import Problem, address_problem
 from .ecmaregex import PatternError, UnsupportedPattern, compile_pattern
 from .router_format import RouterRule
@@ -96,6 +98,9 @@ def _pattern_problem(field: str, pattern: str) -> tuple[Problem | None, tuple[st
         return Problem("UnsupportedPattern", f"{field}: {exc}"), ()
     except PatternError as exc:
         return Problem("InvalidPattern", f"{field}: {exc}"), ()
+    # Valid and evaluable: now whether a hostile input can make it backtrack for ever (ADR 0013).
+    if message := redos.catastrophic_problem(field, pattern, redos.verdict(pattern)):
+        return Problem(redos.REASON, message), ()
     return None, compiled.group_names
 
 

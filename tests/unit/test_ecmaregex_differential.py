@@ -243,9 +243,9 @@ def run_node(cases: list[dict]) -> list[dict]:
     return json.loads(proc.stdout)
 
 
-def python_side(pattern: str, inputs: list[str]) -> dict:
+def python_side(pattern: str, inputs: list[str], engine=lambda compiled: compiled) -> dict:
     try:
-        compiled = compile_pattern(pattern)
+        compiled = engine(compile_pattern(pattern))
     except UnsupportedPattern as exc:
         return {"unsupported": str(exc)}
     except PatternError as exc:
@@ -263,12 +263,14 @@ def python_side(pattern: str, inputs: list[str]) -> dict:
 SHORT_INPUTS = [s for s in INPUTS if len(s) <= 12]
 
 
-def compare(patterns: list[str], inputs: list[str] = INPUTS) -> tuple[int, int, list[str]]:
+def compare(
+    patterns: list[str], inputs: list[str] = INPUTS, engine=lambda compiled: compiled
+) -> tuple[int, int, list[str]]:
     cases = [{"pattern": p, "inputs": inputs} for p in patterns]
     expected = run_node(cases)
     mismatches, unsupported, agreed = [], 0, 0
     for pattern, js in zip(patterns, expected, strict=True):
-        py = python_side(pattern, inputs)
+        py = python_side(pattern, inputs, engine)
         if "unsupported" in py:
             unsupported += 1
             if "error" in js:

@@ -41,6 +41,8 @@ def test_every_alert_is_labelled_annotated_and_has_a_runbook():
         "CellsAdmissionUnchecked",
         "CellsOperatorNotReconciling",
         "CellsOperatorNoLeader",
+        "CellsCatastrophicPatternRefused",
+        "CellsRouterMatchBudgetExceeded",
     }
     for alert in ALERTS:
         assert alert["labels"]["severity"] in ("critical", "warning"), alert["alert"]

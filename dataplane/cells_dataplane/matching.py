@@ -1,0 +1,143 @@
+"""Linear-time matching of routing patterns where the pattern allows it (ADR 0013).
+
+:mod:`cells_operator.ecmaregex` translates an ECMAScript pattern into a Python ``re`` pattern evaluated
+over UTF-16 code units. Python's ``re`` backtracks: a pattern such as ``^(a+)+$`` takes exponential time.
+RE2 (``google-re2``) matches in time linear in the input and, for the first (leftmost) match and its
+groups, prefers alternatives and repetitions in the same order as a backtracking engine. So every pattern
+whose translation RE2 accepts is evaluated by RE2; the rest (lookarounds, backreferences, counted
+repetitions above RE2's limit of 1,000) fall back to the ECMAScript evaluator, which the router bounds
+with a deadline.
+
+Two details keep RE2 exact:
+
+- **Dialect**: the translation's ``\\uXXXX`` escapes become ``\\x{XXXX}``, ``\\Z`` (absolute end) becomes
+  ``\\z``, and the spelled-out ASCII word boundary becomes RE2's own ``\\b`` (also ASCII; RE2's ``\\B``
+  matches inside a multi-byte character, so ``\\B`` stays with the fallback).
+- **UTF-16**: ECMAScript without the ``u`` flag sees code units; RE2 sees code points. Each surrogate code
+  unit is mapped to its own private-use code point (U+F0000 + offset), which no pattern eligible for RE2
+  can name: patterns that mention any code point from U+D800 up are left to the fallback. Negated classes
+  and ``.`` match a mapped unit exactly as they match the surrogate in JavaScript.
+
+The differential test (``tests/unit/test_hostile_matching.py``) runs the ECMAScript differential corpus
+through this module and Node.js and compares index, text and groups.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import re2
+
+from cells_operator.ecmaregex import (
+    _WORD_BOUNDARY,
+    EcmaMatch,
+    EcmaPattern,
+    from_code_units,
+    to_code_units,
+)
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_SURROGATE_SHIFT = 0xF0000 - 0xD800
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.max_mem = 8 << 20  # per pattern; a bigger program is left to the fallback
+_RE2_OPTIONS.log_errors = False  # a pattern RE2 refuses is expected: it goes to the fallback
+
+
+def _map_surrogates(units: str) -> str:
+    if not _SURROGATES.search(units):
+        return units
+    return _SURROGATES.sub(lambda m: chr(ord(m.group()) + _SURROGATE_SHIFT), units)
+
+
+def _unmap(text: str) -> str:
+    return "".join(chr(ord(c) - _SURROGATE_SHIFT) if 0xF0000 <= ord(c) < 0xF0800 else c for c in text)
+
+
+def re2_dialect(python: str) -> str | None:
+    """The RE2 spelling of a translated pattern, or None if it names code points RE2 must not see."""
+    # RE2's \B also matches between the bytes of one UTF-8 character: \B stays a lookaround (fallback).
+    python = python.replace(_WORD_BOUNDARY, "\\b")
+    out: list[str] = []
+    i = 0
+    while i < len(python):
+        c = python[i]
+        if ord(c) >= 0xD800:
+            return None
+        if c != "\\":
+            out.append(c)
+            i += 1
+            continue
+        nxt = python[i + 1 : i + 2]
+        if nxt in ("u", "U"):
+            width = 4 if nxt == "u" else 8
+            digits = python[i + 2 : i + 2 + width]
+            if int(digits, 16) >= 0xD800:
+                return None
+            out.append(f"\\x{{{digits}}}")
+            i += 2 + width
+            continue
+        if nxt == "x":
+            out.append(python[i : i + 4])
+            i += 4
+            continue
+        if nxt == "Z":
+            out.append("\\z")
+        else:
+            out.append(c + nxt)
+        i += 2
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class LinearPattern:
+    """An :class:`EcmaPattern` evaluated by RE2: the same ``test``/``search`` answers, in linear time."""
+
+    ecma: EcmaPattern
+    _re2: object = field(compare=False, repr=False)
+    linear: bool = True
+
+    @property
+    def source(self) -> str:
+        return self.ecma.source
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return self.ecma.group_names
+
+    def test(self, text: str) -> bool:
+        return self._re2.search(_map_surrogates(to_code_units(text))) is not None  # type: ignore[attr-defined]
+
+    def search(self, text: str) -> EcmaMatch | None:
+        units = _map_surrogates(to_code_units(text))
+        m = self._re2.search(units)  # type: ignore[attr-defined]
+        if m is None:
+            return None
+        ecma = self.ecma
+
+        def decode(s: str | None) -> str | None:
+            return None if s is None else from_code_units(_unmap(s))
+
+        groups = tuple(decode(m.group(i + 1)) for i in range(ecma.group_count))
+        named = {name: decode(m.group(py)) for name, py in ecma._names_to_python}
+        text0 = decode(m.group(0))
+        assert text0 is not None
+        return EcmaMatch(index=m.start(), text=text0, groups=groups, named=named)
+
+
+def linear(ecma: EcmaPattern) -> LinearPattern | EcmaPattern:
+    """RE2 for ``ecma`` when its translation allows it, else ``ecma`` itself (the bounded fallback)."""
+    dialect = re2_dialect(ecma.python)
+    if dialect is None:
+        return ecma
+    try:
+        compiled = re2.compile(dialect, _RE2_OPTIONS)
+    except re2.error:
+        return ecma
+    if compiled.groups < ecma.group_count:
+        return ecma
+    return LinearPattern(ecma, compiled)
+
+
+def is_linear(pattern: object) -> bool:
+    return bool(getattr(pattern, "linear", False))

@@ -1,0 +1,215 @@
+"""Hostile input against the running router (issue 17, ADR 0013). Real processes, no cluster.
+
+Each ruleset here is written by hand, as an older operator or a person could: the router must hold even
+when a catastrophic pattern reaches it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+
+import pytest
+
+from cells_operator.devcluster.cluster import free_port
+from tests.support.dataplane import Process, echo_backend, request, router_argv, wait_http_ok
+
+HOSTILE = "a" * 64 + "!"  # exponential for the patterns below on a backtracking engine: never finishes
+
+
+def ruleset(value_pattern: str, hostile_cell: int, catch_all_cell: int) -> str:
+    return json.dumps(
+        [
+            {
+                "match": {"type": "cookie", "regex_name": "^hostile$", "regex_value": value_pattern},
+                "action": "proxy",
+                "proxy": {"address": f"127.0.0.1:{hostile_cell}"},
+            },
+            {"action": "proxy", "proxy": {"address": f"127.0.0.1:{catch_all_cell}"}},
+        ]
+    )
+
+
+class Stack:
+    def __init__(self, tmp_path, pattern: str, **options):
+        self.logdir = tmp_path
+        self.procs: list[Process] = []
+        self.cells = {}
+        for name in ("matched", "other"):
+            proc, self.cells[name] = echo_backend(name, tmp_path)
+            self.procs.append(proc)
+        rules = tmp_path / "rules.json"
+        rules.write_text(ruleset(pattern, self.cells["matched"], self.cells["other"]))
+        self.port, self.admin = free_port(), free_port()
+        argv = router_argv(rules, "http://127.0.0.1:9", self.port, self.admin, **options)
+        self.router = Process("router", argv, tmp_path).start()
+        self.procs.append(self.router)
+        wait_http_ok(f"http://127.0.0.1:{self.admin}/readyz")
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def get(self, path="/", headers=None, **kw):
+        return request(self.base + path, headers=headers, **kw)
+
+    def metric(self, name: str) -> float:
+        for line in request(f"http://127.0.0.1:{self.admin}/metrics").body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"{name} not exported")
+
+    def raw(self, payload: bytes) -> tuple[int, bytes]:
+        """Send bytes as they are; the status and body of the router's first answer."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=15) as sock:
+            sock.sendall(payload)
+            answer = http.client.HTTPResponse(sock)
+            answer.begin()
+            return answer.status, answer.read()
+
+    def stop(self):
+        for p in self.procs:
+            p.stop()
+
+
+@pytest.fixture
+def linear_stack(tmp_path):
+    stack = Stack(tmp_path, r"^(a+)+$", max_header_value=1024)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def fallback_stack(tmp_path):
+    # A backreference keeps the pattern off RE2: it is evaluated by the backtracking evaluator, bounded.
+    stack = Stack(tmp_path, r"^(a|a)*\1$", match_deadline=0.2)
+    yield stack
+    stack.stop()
+
+
+def test_a_catastrophic_pattern_on_re2_answers_hostile_and_normal_requests(linear_stack):
+    s = linear_stack
+    assert s.metric("cells_router_rules_linear") == 1
+    results = {}
+
+    def hostile():
+        results["hostile"] = s.get(headers={"Cookie": f"hostile={HOSTILE}"})
+
+    thread = threading.Thread(target=hostile)
+    thread.start()
+    normal = s.get(headers={"Cookie": "hostile=aaaa"})
+    thread.join()
+    assert normal.status == 200 and normal.json()["cell"] == "matched"  # first-match semantics unchanged
+    assert results["hostile"].status == 200 and results["hostile"].json()["cell"] == "other"
+
+
+def test_off_re2_the_deadline_answers_503_and_the_router_keeps_routing(fallback_stack):
+    s = fallback_stack
+    assert s.metric("cells_router_rules_linear") == 0
+    assert s.get(headers={"Cookie": "hostile=aa"}).json()["cell"] == "matched"
+    hostile = s.get(headers={"Cookie": f"hostile={HOSTILE}"})
+    assert hostile.status == 503
+    assert hostile.headers["X-Cells-Router-Error"] == "routing rules took too long"
+    assert s.metric("cells_router_match_budget_exceeded_total") >= 1
+    # The worker that was stuck is gone: the next requests are decided as before.
+    assert s.get(headers={"Cookie": "hostile=aa"}).json()["cell"] == "matched"
+    assert s.get().json()["cell"] == "other"
+
+
+def test_oversized_header_values_are_answered_431(linear_stack):
+    s = linear_stack
+    assert s.get(headers={"Cookie": "hostile=" + "a" * 1000}).status == 200
+    too_big = s.get(headers={"Cookie": "hostile=" + "a" * 1100})
+    assert too_big.status == 431
+    assert s.get(headers={"X-Anything": "x" * 1100}).status == 431
+
+
+def test_client_supplied_rule_and_forwarded_headers_are_not_trusted(linear_stack):
+    s = linear_stack
+    seen = s.get(
+        headers={
+            "X-Gitlab-Http-Router-Rule-Action": "classify",
+            "X-Gitlab-Http-Router-Rule-Type": "CELL_ID",
+            "X-Forwarded-For": "203.0.113.9",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Proto": "https",
+        }
+    ).json()["headers"]
+    assert seen["X-Gitlab-Http-Router-Rule-Action"] == "proxy"
+    assert "X-Gitlab-Http-Router-Rule-Type" not in seen
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["X-Forwarded-Host"] == f"127.0.0.1:{s.port}"
+    assert seen["X-Forwarded-Proto"] == "http"
+
+
+def test_a_trusted_proxy_chain_is_extended(tmp_path):
+    s = Stack(tmp_path, "^x$", trusted_proxies="127.0.0.0/8")
+    try:
+        seen = s.get(headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}).json()["headers"]
+        assert seen["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
+        assert seen["X-Forwarded-Proto"] == "https"
+    finally:
+        s.stop()
+
+
+def test_hop_by_hop_headers_and_those_named_in_connection_are_dropped(linear_stack):
+    conn = http.client.HTTPConnection("127.0.0.1", linear_stack.port, timeout=15)  # sends Connection as given
+    try:
+        headers = {"Connection": "keep-alive, X-Private", "X-Private": "secret", "Keep-Alive": "5", "TE": "trailers"}
+        conn.request("GET", "/", headers={**headers, "X-Kept": "yes"})
+        seen = json.loads(conn.getresponse().read())["headers"]
+    finally:
+        conn.close()
+    assert seen["X-Kept"] == "yes"
+    for name in ("X-Private", "Keep-Alive", "TE"):
+        assert name not in seen
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # CL.TE and TE.CL smuggling: both framings on one request
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+        # two different Content-Lengths
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc",
+        # an obfuscated Transfer-Encoding
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        # a space before the colon
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\nabc",
+    ],
+    ids=["cl-and-te", "two-content-lengths", "obfuscated-te", "space-before-colon"],
+)
+def test_request_smuggling_shapes_are_refused(linear_stack, payload):
+    status, body = linear_stack.raw(payload)
+    assert status == 400, body
+    assert b"smuggled" not in body
+
+
+def test_request_bodies_past_the_limit_are_refused(tmp_path):
+    s = Stack(tmp_path, "^x$", max_body=1000)
+    try:
+        ok = request(s.base + "/", "POST", {"Content-Type": "application/octet-stream"}, b"x" * 1000)
+        assert ok.status == 200 and ok.json()["body_bytes"] == 1000
+        declared = request(s.base + "/", "POST", {"Content-Type": "application/octet-stream"}, b"x" * 1001)
+        assert declared.status == 413
+        status, body = s.raw(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + b"".join(b"100\r\n" + b"y" * 256 + b"\r\n" for _ in range(8))
+            + b"0\r\n\r\n"
+        )
+        assert status == 413, body
+    finally:
+        s.stop()
+
+
+def test_a_client_dribbling_its_headers_is_cut_off(tmp_path):
+    s = Stack(tmp_path, "^x$", header_timeout=1)
+    try:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=60) as sock:
+            # Headers that never end, as slowloris sends them; the router hangs up without an answer.
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+            assert sock.recv(1) == b"", "the router kept a connection whose headers never ended"
+        assert s.metric("cells_router_slow_clients_total") >= 1
+        assert s.get().status == 200  # everyone else is served
+    finally:
+        s.stop()
