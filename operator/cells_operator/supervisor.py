@@ -369,6 +369,7 @@ async def serve(config: OperatorConfig, liveness: str | None = None) -> int:
         gate=gate,
         on_error=lambda exc: supervisor_ref[0].api_error(error_code(exc), f"reconcile: {exc}"),
         on_success=lambda: supervisor_ref[0].api_ok(),
+        expected=lambda exc: error_code(exc) in OUTAGE_CODES,
     )
     supervisor = Supervisor(config, kube, metrics, health, workers, elector)
     supervisor_ref.append(supervisor)

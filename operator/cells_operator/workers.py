@@ -39,6 +39,7 @@ class NamespaceWorkers:
         gate: Callable[[], Awaitable[object]] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         on_success: Callable[[], None] | None = None,
+        expected: Callable[[BaseException], bool] = lambda exc: False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] | None = None,
         rand: Callable[[], float] = random.random,
@@ -50,6 +51,7 @@ class NamespaceWorkers:
         self._gate = gate
         self._on_error = on_error or (lambda exc: None)
         self._on_success = on_success or (lambda: None)
+        self._expected = expected
         self._sleep = sleep
         self._clock = clock
         self._rand = rand
@@ -109,9 +111,12 @@ class NamespaceWorkers:
                 failures += 1
                 wait = delay(failures, 0.5, self._max_backoff, self._rand)
                 self._on_error(exc)
-                log.exception(
-                    "reconcile of namespace %s failed (attempt %d); retrying in %.1fs", namespace, failures, wait
-                )
+                if self._expected(exc):  # the API server is out: said once per outage, not per retry
+                    log.debug("reconcile of namespace %s failed (attempt %d): %s", namespace, failures, exc)
+                else:
+                    log.exception(
+                        "reconcile of namespace %s failed (attempt %d); retrying in %.1fs", namespace, failures, wait
+                    )
                 await self._sleep(wait)
                 dirty.set()
 

@@ -204,3 +204,31 @@ def test_a_loop_cancelled_from_outside_is_started_again_by_the_next_trigger():
 
     run(scenario())
     assert calls == ["a", "a"]
+
+
+def test_expected_failures_are_retried_quietly(caplog):
+    """During an API outage every reconcile fails the same way; the outage is reported once elsewhere."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="cells_operator.workers")
+    attempts = []
+
+    def reconcile(ns):
+        attempts.append(ns)
+        if len(attempts) < 3:
+            raise ConnectionRefusedError("API server down")
+        if len(attempts) == 3:
+            raise RuntimeError("a bug")
+        return True
+
+    async def scenario():
+        workers = NamespaceWorkers(
+            reconcile, debounce=0.01, expected=lambda exc: isinstance(exc, ConnectionRefusedError)
+        )
+        workers.trigger("a")
+        await asyncio.sleep(60.0)
+        await workers.stop()
+
+    run(scenario())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(attempts) == 4 and len(errors) == 1 and "a bug" in errors[0].exc_text
