@@ -249,7 +249,7 @@ def build_app(
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     import os
 
     parser = argparse.ArgumentParser(
@@ -274,6 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.max_body_bytes < 1:
         parser.error("--max-body-bytes must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(Path(args.records), args.max_age, args.negative_max_age, args.poll, args.max_body_bytes)
     web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
