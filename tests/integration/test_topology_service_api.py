@@ -176,12 +176,12 @@ def test_openapi_document_is_served(service):
 # schemathesis' lazy fixture loader does not work with this pytest, and the file needs no running service.
 schema = schemathesis.openapi.from_path(str(OPENAPI))
 schema.config.generation.update(
-    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=60, deterministic=True
+    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=200, deterministic=True
 )
 
 
 @schema.parametrize()
-@settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=60, derandomize=True)
+@settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=200, derandomize=True)
 def test_fuzz_api_conforms_and_never_5xx(case, service):
     response = case.call_and_validate(base_url=service, timeout=10)
     assert response.status_code < 500, (case.method, case.path, response.text[:300])
