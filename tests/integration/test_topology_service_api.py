@@ -44,7 +44,7 @@ def service(tmp_path_factory):
         yield base
     finally:
         proc.stop()
-        log = proc.log_tail(200)
+        log = proc.log_tail(100_000)  # the whole log
         assert "Traceback" not in log, log  # no request may reach an unexpected exception
 
 
