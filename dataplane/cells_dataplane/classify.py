@@ -14,6 +14,7 @@ states: it classifies Draining and Offline cells like Active ones. So does this 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,10 +64,8 @@ def invalid(message: str) -> Answer:
 
 def classify_type(raw: Any) -> str | None:
     """The ClassifyType name for an enum name or number, as the protobuf JSON mapping accepts both."""
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return TYPE_NUMBERS.get(raw)
+    if _integral(raw):
+        return TYPE_NUMBERS.get(int(raw))  # 3 or 3.0: JSON does not tell them apart
     return raw if raw in TYPES else None
 
 
@@ -76,22 +75,54 @@ def _found(cell: CellRecord | None, value: str) -> Answer:
     return Answer(200, {"action": "PROXY", "proxy": {"address": cell.address}}, cell)
 
 
+# ClassifyRequest fields this service knows (the protobuf JSON mapping accepts the proto name and the
+# lowerCamelCase JSON name; both are these). Anything else is refused as the protobuf JSON mapping does.
+FIELDS = ("type", "value")
+# The longest ``value`` accepted: far above any session prefix or cell id, far below the body limit.
+MAX_VALUE_CHARS = 1024
+
+
 def classify(snapshot: Snapshot, request: Any) -> Answer:
     if not isinstance(request, dict):
         return invalid("request body must be a JSON object")
+    unknown = sorted(k for k in request if k not in FIELDS)
+    if unknown:
+        return invalid(f"unknown field {json.dumps(unknown[0])} in ClassifyRequest (known: type, value)")
     raw_type, value = request.get("type"), request.get("value")
     kind = classify_type(raw_type)
     if kind is None:
         names = ", ".join(f"{name} ({number})" for number, name in TYPE_NUMBERS.items())
-        return invalid(f"type must be one of {names}, got {raw_type!r}")
+        return invalid(f"type must be one of {names}, got {_shown(raw_type)}")
+    if kind == "CELL_ID" and _integral(value):
+        value = str(int(value))  # a JSON number as a CELL_ID: accepted, as it always was
+    if value is not None and not isinstance(value, str):
+        return invalid(f"value must be a string, got {_json_type(value)}")
+    if value is not None and len(value) > MAX_VALUE_CHARS:
+        return invalid(f"value is {len(value)} characters long, at most {MAX_VALUE_CHARS} are accepted")
     if kind == "FIRST_CELL":
-        return _found(snapshot.first, "" if value is None else str(value))
+        return _found(snapshot.first, "" if value is None else value)
     if value is None or value == "":
         return invalid(f"{kind} needs a value")
     if kind == "SESSION_PREFIX":
-        return _found(snapshot.by_prefix.get(str(value)), str(value))
-    try:
-        cell_id = int(str(value))
-    except ValueError:
-        return invalid(f"CELL_ID value {value!r} is not an integer")
-    return _found(snapshot.by_id.get(cell_id), str(value))
+        return _found(snapshot.by_prefix.get(value), value)
+    if not re.fullmatch(r"-?[0-9]{1,19}", value):
+        return invalid(f"CELL_ID value {_shown(value)} is not an integer")
+    return _found(snapshot.by_id.get(int(value)), value)
+
+
+def _integral(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A JSON value for an error message, cut short: a hostile value is never echoed whole."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -4,7 +4,10 @@ Reads ``topology.json`` (the operator's ConfigMap, mounted as a file), reloads i
 dropping requests (each request sees one immutable snapshot), rejects a bad file and keeps the last good
 records. Endpoints: ``POST /v1/classify`` (GitLab's REST mapping of ``ClassifyService.Classify``), and
 this project's extensions ``GET /v1/cells``, ``GET /v1/cells/{id}`` (upstream's ``GetCells`` is gRPC only,
-with no REST mapping), ``/healthz``, ``/readyz`` (ready once records are loaded), ``/metrics``.
+with no REST mapping), ``/healthz``, ``/readyz`` (ready once records are loaded), ``/metrics``, and the
+OpenAPI 3 document of it all at ``/openapi.json``. Hostile input is bounded (ADR 0013): bodies over
+``--max-body-bytes`` are 413, non-JSON content types 415, anything malformed 400; every error is a
+``google.rpc.Status`` body, never a 5xx or a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -56,7 +60,58 @@ class Metrics:
         self.cells = Gauge("topology_service_cells", "Registered cells in service", registry=self.registry)
 
 
-def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll: float = 1.0) -> web.Application:
+DEFAULT_MAX_BODY = 64 * 1024
+# What a classify body may be labelled: JSON, nothing at all, or the form type that curl -d and urllib
+# put on any body without one (grpc-gateway parses every type but form bodies as JSON; ADR 0013).
+JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
+OPENAPI = Path(__file__).with_name("openapi.json")
+
+
+def content_type_problem(request: web.Request) -> str | None:
+    """Why the body's declared Content-Type cannot be a ClassifyRequest, or None if it can."""
+    if "Content-Type" not in request.headers:
+        return None
+    kind = request.content_type.lower()
+    if kind not in JSON_TYPES and not (kind.startswith("application/") and kind.endswith("+json")):
+        return f"Content-Type {request.headers['Content-Type']!r} is not JSON (send application/json)"
+    if request.charset is not None and request.charset.lower() not in ("utf-8", "utf8"):
+        return f"charset {request.charset!r} is not supported (send UTF-8)"
+    return None
+
+
+def bad_request(status: int, message: str) -> web.Response:
+    return web.json_response(
+        status_body(INVALID_ARGUMENT, message), status=status, headers={"Cache-Control": "no-store"}
+    )
+
+
+# gRPC codes the gateway renders aiohttp's own HTTP errors with (unknown path: 5, as grpc-gateway does).
+HTTP_ERROR_CODES = {404: 5, 405: 12, 413: 3, 415: 3}
+
+
+@web.middleware
+async def status_errors(request: web.Request, handler):
+    """Every error is a ``google.rpc.Status`` body: aiohttp's own (404, 405, ...) and, never expected, 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        body = status_body(HTTP_ERROR_CODES.get(err.status, 3 if err.status < 500 else 13), err.reason)
+        headers = {k: v for k, v in err.headers.items() if k.lower() == "allow"}
+        return web.json_response(body, status=err.status, headers={**headers, "Cache-Control": "no-store"})
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return web.json_response(status_body(13, "internal error"), status=500, headers={"Cache-Control": "no-store"})
+
+
+def build_app(
+    records: Path,
+    max_age: int = 10,
+    negative_max_age: int = 5,
+    poll: float = 1.0,
+    max_body: int = DEFAULT_MAX_BODY,
+) -> web.Application:
     metrics = Metrics()
     state: dict[str, Snapshot | None] = {"snapshot": None}
 
@@ -89,15 +144,18 @@ def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll:
         snapshot = state["snapshot"]
         if snapshot is None:
             return observe("Classify", started, unavailable())
+        refused = content_type_problem(request)
+        if refused is not None:
+            return observe("Classify", started, bad_request(415, refused))
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            response = web.json_response(
-                status_body(INVALID_ARGUMENT, "request body is not valid JSON"),
-                status=400,
-                headers={"Cache-Control": "no-store"},
-            )
-            return observe("Classify", started, response)
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            message = f"request body is larger than {max_body} bytes"
+            return observe("Classify", started, bad_request(413, message))
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int digits limit; nesting
+            return observe("Classify", started, bad_request(400, "request body is not valid JSON (UTF-8)"))
         answer = classify(snapshot, body)
         cache = {200: f"max-age={max_age}", 404: f"max-age={negative_max_age}"}.get(answer.status, "no-store")
         response = web.json_response(
@@ -135,7 +193,7 @@ def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll:
         if snapshot is None:
             return observe("GetCell", started, unavailable())
         raw = request.match_info["id"]
-        if not raw.isdigit():
+        if not re.fullmatch(r"[0-9]{1,19}", raw):
             return observe(
                 "GetCell",
                 started,
@@ -173,7 +231,11 @@ def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll:
     async def on_cleanup(app: web.Application) -> None:
         await watched.stop()
 
-    app = web.Application()
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
+
+    app = web.Application(client_max_size=max_body, middlewares=[status_errors])
+    app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/v1/classify", post_classify)
     app.router.add_get("/v1/cells", get_cells)
     app.router.add_get("/v1/cells/{id}", get_cell)
@@ -187,7 +249,7 @@ def build_app(records: Path, max_age: int = 10, negative_max_age: int = 5, poll:
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     import os
 
     parser = argparse.ArgumentParser(
@@ -203,9 +265,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-age", type=int, default=10, help="Cache-Control max-age of positive answers (s)")
     parser.add_argument("--negative-max-age", type=int, default=5, help="max-age of NOT_FOUND answers (s)")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between checks of the records file")
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(os.environ.get("CELLS_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY))),
+        help="largest classify request body accepted; larger ones get 413 (env CELLS_MAX_BODY_BYTES)",
+    )
     args = parser.parse_args(argv)
+    if args.max_body_bytes < 1:
+        parser.error("--max-body-bytes must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build_app(Path(args.records), args.max_age, args.negative_max_age, args.poll)
+    app = build_app(Path(args.records), args.max_age, args.negative_max_age, args.poll, args.max_body_bytes)
     web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
 
 
