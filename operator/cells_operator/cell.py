@@ -10,12 +10,12 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .ranges import DEFAULT_SEQUENCE_SIZE, SequenceRange
+from .ranges import DEFAULT_SEQUENCE_SIZE, MAX_SEQUENCE_VALUE, SequenceRange
 
 GROUP = "cells.dev"
 VERSION = "v1alpha1"
@@ -28,6 +28,9 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
 )
+# The CRD's pattern for addresses (Cell.spec.address): a cheap first line of defence at the API server;
+# address_problem below is the full check, shared by admission and planner.
+ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?)(:[0-9]{1,5})?$"
 
 
 class CellState(StrEnum):
@@ -51,24 +54,118 @@ class CellState(StrEnum):
         return self is not CellState.OFFLINE
 
 
+# Schema only (json_schema_extra): what the API server refuses on top of the model. The model parses these
+# on purpose, so that the planner and admission name the problem with its own reason (check_cell_spec) on
+# the paths that bypass the API server's validation (offline review, records read back).
+_ADDRESS_SCHEMA = {"minLength": 1, "maxLength": 261, "pattern": ADDRESS_PATTERN}
+_SESSION_PREFIX_SCHEMA = {"maxLength": 63, "pattern": DNS_LABEL.pattern}
+_ID_BOUNDS = {"minimum": 1, "maximum": MAX_SEQUENCE_VALUE}
+_RANGE_SCHEMA = {
+    "x-kubernetes-validations": [
+        {"rule": "self.minval <= self.maxval", "message": "(InvalidRange) maxval is smaller than minval"},
+    ],
+    "properties": {
+        "minval": {**_ID_BOUNDS, "description": "First ID of the range (inclusive), 1 ... 2^57-1."},
+        "maxval": {
+            **_ID_BOUNDS,
+            "description": "Last ID of the range (inclusive), at most 2^57-1: IDs are 1 sign bit, 6 reserved "
+            "bits and a 57-bit sequence.",
+        },
+    },
+}
+
+
 class CellSpec(BaseModel):
-    """``Cell.spec`` as the API server stores it (camelCase), after CRD defaulting."""
+    """``Cell.spec`` as the API server stores it (camelCase), after CRD defaulting.
+
+    The field descriptions are what ``kubectl explain cell.spec`` prints: ``crds/cells.dev_cells.yaml``
+    is generated from this model (``cells-operator manifests crds``, ADR 0017).
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
-    id: int = Field(ge=1, le=MAX_CELL_ID)
-    address: str
-    session_prefix: str | None = None
-    sequence_ranges: tuple[SequenceRange, ...] | None = None
-    sequence_size: int = Field(default=DEFAULT_SEQUENCE_SIZE, ge=1)
-    skip_range_validation: bool = False
-    state: CellState = CellState.ACTIVE
-    first_cell: bool = False
-    ring: int | None = None
+    id: int = Field(
+        ge=1,
+        le=MAX_CELL_ID,
+        description="Cell id, unique in the namespace. Never changes once the cell is registered.",
+    )
+    address: str = Field(
+        description="Where the HTTP router sends this cell's requests, as GitLab's Topology Service config.toml "
+        "writes it: a hostname (cell-2.gitlab.example), an IPv4 address or a bracketed IPv6 address "
+        "([2001:db8::1]), each with an optional :port. The reference router uses https (port 443) for an "
+        "address without a port and http with one, unless its --upstream-scheme says otherwise.",
+        json_schema_extra=_ADDRESS_SCHEMA,
+    )
+    session_prefix: str | None = Field(
+        None,
+        description='Prefix of the session cookies this cell issues (followed by "-"), so the router can send a '
+        "logged-in user back to it. A lowercase DNS label, unique in the namespace. Defaults to cell-<id>.",
+        json_schema_extra=_SESSION_PREFIX_SCHEMA,
+    )
+    sequence_ranges: tuple[Annotated[SequenceRange, Field(json_schema_extra=_RANGE_SCHEMA)], ...] | None = Field(
+        None,
+        description="Explicit primary-key ranges. Without it the operator allocates one range of sequenceSize "
+        "IDs above the highest range ever used. Ranges never overlap other cells' or retired ranges; "
+        "allocated ranges may only grow (append a range), never change or shrink.",
+        # Bounds the cost of the CEL rules (the API server refuses unbounded ones); 100 ranges of 10^11
+        # ids is 10^13 ids for one cell.
+        json_schema_extra={"maxItems": 100},
+    )
+    sequence_size: int = Field(
+        default=DEFAULT_SEQUENCE_SIZE,
+        ge=1,
+        description=f"Size of an allocated range. At least {DEFAULT_SEQUENCE_SIZE} (10^11) unless "
+        "skipRangeValidation is true.",
+    )
+    skip_range_validation: bool = Field(
+        False,
+        description="Allow ranges smaller than 10^11 IDs (short-lived test cells only). Published as "
+        "skip_range_validation = true in each of the cell's [[cells.sequence_ranges]] tables.",
+    )
+    state: CellState = Field(
+        CellState.ACTIVE,
+        description="Active: routable, receives new organisations. Draining: still routable, receives no new "
+        "organisations, never the first cell. Offline: registered with its ranges kept, never the first cell "
+        "nor a proxy cellRef target. Every state stays in config.toml (GitLab's Topology Service has no "
+        "states and classifies every cell it lists).",
+    )
+    first_cell: bool = Field(
+        False,
+        description="The cell FIRST_CELL classification returns (new organisations and requests without a "
+        "session). At most one per namespace; must be Active.",
+    )
+    ring: int | None = Field(None, description="Deployment ring, informational.")
 
     @property
     def effective_session_prefix(self) -> str:
         return self.session_prefix or f"cell-{self.id}"
+
+
+# What one Cell can say about itself across updates, checked by the API server with no webhook running
+# (ADR 0012): the CRD's object-level CEL rules. "Registered" is what the operator published in status
+# (registeredId, sequenceRanges), the same records the planner and the webhook compare with; a spec left
+# unchanged (a status write, a label) always passes. Numbers cannot go into the messages: the API server
+# estimates string(int) as unbounded and refuses the CRD, so the registered id is named by where to read it.
+CELL_VALIDATIONS: tuple[dict[str, str], ...] = (
+    {
+        "rule": "self.spec.id == oldSelf.spec.id || !has(oldSelf.status) || !has(oldSelf.status.registeredId) "
+        "|| self.spec.id == oldSelf.status.registeredId",
+        "messageExpression": '"Cell \'" + self.metadata.name + "\' is refused (IdImmutable): id cannot change '
+        'once registered; set it back to status.registeredId or create a new Cell"',
+        "reason": "FieldValueForbidden",
+        "fieldPath": ".spec.id",
+    },
+    {
+        "rule": "self.spec == oldSelf.spec || !has(self.spec.sequenceRanges) || !has(oldSelf.status) || "
+        "!has(oldSelf.status.sequenceRanges) || oldSelf.status.sequenceRanges.all(r, "
+        "self.spec.sequenceRanges.exists(s, s.minval == r.minval && s.maxval == r.maxval))",
+        "messageExpression": '"Cell \'" + self.metadata.name + "\' is refused (RangeImmutable): allocated '
+        "ranges never change or shrink: sequenceRanges must keep every range of status.sequenceRanges "
+        '(append a range to grow)"',
+        "reason": "FieldValueForbidden",
+        "fieldPath": ".spec.sequenceRanges",
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -77,11 +174,6 @@ class Problem:
 
     reason: str
     message: str
-
-
-# The CRD's pattern for addresses (Cell.spec.address, RoutingRule.spec.proxy.address): a cheap first line
-# of defence at the API server; address_problem below is the full check, shared by admission and planner.
-ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?)(:[0-9]{1,5})?$"
 
 
 def split_address(address: str) -> tuple[str, int | None]:

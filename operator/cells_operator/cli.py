@@ -7,6 +7,7 @@ Subcommands:
   cluster build  only find or build the control-plane binaries (once per machine)
   cluster status say whether it runs and where
   manifests webhooks  print deploy/webhook/webhooks.yaml (the webhook configurations, from the code)
+  manifests crds      print the CRDs generated from the models (--out-dir crds writes crds/*.yaml)
   validate       check Cells and RoutingRules offline, as admission and the planner would (GitOps reviews)
   render         print the ConfigMaps the operator would publish for manifests
   route          explain which rule and which cell a request is routed to
@@ -120,6 +121,10 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 def _manifests(args: argparse.Namespace) -> int:
+    if args.what == "crds":
+        from .crd_schema import write_crds
+
+        return write_crds(Path(args.out_dir) if args.out_dir else None)
     import yaml
 
     from .admission import DEPLOY_HEADER, deploy_webhook_configurations
@@ -200,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.set_defaults(func=_cluster)
 
     manifests = sub.add_parser("manifests", help="print manifests generated from the code")
-    manifests.add_argument("what", choices=("webhooks",))
+    manifests.add_argument("what", choices=("webhooks", "crds"))
+    manifests.add_argument("--out-dir", help="crds: write one file per CRD into this folder (e.g. crds)")
     manifests.set_defaults(func=_manifests)
 
     from .gitops_cli import add_subparsers as add_gitops_subparsers  # validate, render, route (issue 14)
