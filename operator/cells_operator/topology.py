@@ -280,82 +280,135 @@ def _order(cells: Sequence[CellObject], previous: Topology) -> list[CellObject]:
     return registered + new
 
 
-def _plan_once(previous: Topology, cells: Sequence[CellObject], blockers: Mapping[str, Sequence[str]]) -> TopologyPlan:
-    claims = _Claims(previous)
-    records: dict[str, CellRecord] = {c.name: c for c in previous.cells}
-    retired = list(previous.retired_ranges)
-    verdicts: dict[str, CellVerdict] = {}
-    present = {c.name for c in cells}
+@dataclass
+class _Draft:
+    """The records being planned in one round, and the claims they hold.
 
-    # Records whose Cell is gone without passing through its finalizer (finalizer removed by hand):
-    # retire their ranges so they are never reused.
-    for name, record in list(records.items()):
-        if name not in present:
-            retired += _retire(record)
-            claims.retire(record)
-            del records[name]
+    Every change goes through :meth:`retire` or :meth:`register`, so the records, the retired ranges
+    and the claims that the conflict checks read can never disagree half-way through a round.
+    """
 
-    for obj in _order(cells, previous):
-        current = records.get(obj.name)
-        if current is not None and current.uid != obj.uid and obj.uid:
-            # Same name, new object: the old one was deleted without its finalizer. Retire it.
-            retired += _retire(current)
-            claims.retire(current)
-            del records[obj.name]
-            current = None
+    claims: _Claims
+    records: dict[str, CellRecord]
+    retired: list[RetiredRange]
+    verdicts: dict[str, CellVerdict] = field(default_factory=dict)
 
-        if obj.deleting:
-            why = list(blockers.get(obj.name, ()))
-            if current is not None and current.first_cell:
-                why.insert(0, "it is the first cell (set firstCell on another cell first)")
-            if current is not None and why:
-                verdicts[obj.name] = CellVerdict(
-                    obj.name,
-                    current,
-                    Problem("DeletionBlocked", "deletion waits: " + "; ".join(why)),
-                    deleting=True,
-                )
-                continue
-            if current is not None:
-                retired += _retire(current)
-                claims.retire(current)
-                del records[obj.name]
-            verdicts[obj.name] = CellVerdict(obj.name, None, deleting=True, release=True)
-            continue
+    @classmethod
+    def start(cls, previous: Topology) -> _Draft:
+        return cls(_Claims(previous), {c.name: c for c in previous.cells}, list(previous.retired_ranges))
 
-        spec, problem = parse_cell_spec(dict(obj.spec))
-        if spec is not None:
-            problem = (
-                (_immutable(spec, current) if current else None)
-                or check_cell_spec(spec)
-                or _conflict(spec, obj.name, claims, current)
-            )
-        if spec is not None and problem is None and current is None and obj.status_ranges and not spec.sequence_ranges:
-            recovered = spec.model_copy(update={"sequence_ranges": obj.status_ranges})
-            problem = _conflict(recovered, obj.name, claims, None)
-        if problem is None:
-            assert spec is not None
-            try:
-                desired = _desired_record(obj, spec, current, claims)
-            except RangeExhausted as exc:
-                problem = Problem("RangeExhausted", str(exc))
-        if problem is not None:
-            verdicts[obj.name] = CellVerdict(obj.name, current, problem)
-            continue
+    def retire(self, name: str) -> None:
+        """Remove a record and retire its ranges: they are never handed out again."""
+        record = self.records.pop(name)
+        self.retired += _retire(record)
+        self.claims.retire(record)
+
+    def register(self, desired: CellRecord, current: CellRecord | None) -> None:
+        """Publish ``desired``, letting go of what ``current`` (its older version) held."""
         if current is not None:
-            claims.release(current)
-        claims.take(desired)
-        records[obj.name] = desired
-        verdicts[obj.name] = CellVerdict(obj.name, desired)
+            self.claims.release(current)
+        self.claims.take(desired)
+        self.records[desired.name] = desired
+        self.verdicts[desired.name] = CellVerdict(desired.name, desired)
 
-    order = [c.name for c in previous.cells if c.name in records]
-    order += [n for n in records if n not in order]
-    topology = Topology(
-        revision=previous.revision,
-        cells=tuple(records[n] for n in order),
-        retired_ranges=tuple(retired),
+    def topology(self, previous: Topology) -> Topology:
+        """The records in registration order (registered cells keep their place, new ones follow)."""
+        order = [c.name for c in previous.cells if c.name in self.records]
+        order += [n for n in self.records if n not in order]
+        return Topology(
+            revision=previous.revision,
+            cells=tuple(self.records[n] for n in order),
+            retired_ranges=tuple(self.retired),
+        )
+
+
+def _plan_once(previous: Topology, cells: Sequence[CellObject], blockers: Mapping[str, Sequence[str]]) -> TopologyPlan:
+    """One round of planning: forget the records of vanished Cells, then judge every Cell in order."""
+    draft = _Draft.start(previous)
+    _retire_vanished(draft, {c.name for c in cells})
+    for obj in _order(cells, previous):
+        current = _current_record(draft, obj)
+        if obj.deleting:
+            _plan_deletion(draft, obj, current, blockers.get(obj.name, ()))
+        else:
+            _plan_cell(draft, obj, current)
+    return TopologyPlan(draft.topology(previous), draft.verdicts)
+
+
+def _retire_vanished(draft: _Draft, present: set[str]) -> None:
+    """Records whose Cell is gone without passing through its finalizer (finalizer removed by hand):
+    their ranges are retired, so that they are never reused."""
+    for name in [n for n in draft.records if n not in present]:
+        draft.retire(name)
+
+
+def _current_record(draft: _Draft, obj: CellObject) -> CellRecord | None:
+    """The record published for this Cell, if it is this object's. A record under the same name but
+    another uid belonged to an object deleted without its finalizer: it is retired, and the new object
+    starts unregistered (its old id and ranges are not inherited)."""
+    current = draft.records.get(obj.name)
+    if current is not None and current.uid != obj.uid and obj.uid:
+        draft.retire(obj.name)
+        return None
+    return current
+
+
+def _plan_deletion(draft: _Draft, obj: CellObject, current: CellRecord | None, blockers: Sequence[str]) -> None:
+    """A Cell being deleted keeps its record (and its finalizer) while something still routes to it or
+    it is the first cell; otherwise its ranges are retired and its finalizer may go."""
+    why = list(blockers)
+    if current is not None and current.first_cell:
+        why.insert(0, "it is the first cell (set firstCell on another cell first)")
+    if current is not None and why:
+        problem = Problem("DeletionBlocked", "deletion waits: " + "; ".join(why))
+        draft.verdicts[obj.name] = CellVerdict(obj.name, current, problem, deleting=True)
+        return
+    if current is not None:
+        draft.retire(obj.name)
+    draft.verdicts[obj.name] = CellVerdict(obj.name, None, deleting=True, release=True)
+
+
+def _plan_cell(draft: _Draft, obj: CellObject, current: CellRecord | None) -> None:
+    """Register or update a live Cell; on any problem it keeps the record it had (maybe none), so a bad
+    edit never disturbs what is published."""
+    desired, problem = _desired_or_problem(obj, current, draft.claims)
+    if desired is None:
+        draft.verdicts[obj.name] = CellVerdict(obj.name, current, problem)
+        return
+    draft.register(desired, current)
+
+
+def _desired_or_problem(
+    obj: CellObject, current: CellRecord | None, claims: _Claims
+) -> tuple[CellRecord, None] | tuple[None, Problem]:
+    """The record this Cell asks for, or the first reason it cannot have it: parse, then the checks in
+    the order a user would want them reported (immutability, the cell alone, the rest of the namespace),
+    then the allocation itself, which can only fail when the 57-bit sequence is full."""
+    spec, problem = parse_cell_spec(dict(obj.spec))
+    if spec is None:
+        assert problem is not None
+        return None, problem
+    problem = (
+        (_immutable(spec, current) if current else None)
+        or check_cell_spec(spec)
+        or _conflict(spec, obj.name, claims, current)
+        or _recovery_conflict(obj, spec, current, claims)
     )
-    return TopologyPlan(topology, verdicts)
+    if problem is not None:
+        return None, problem
+    try:
+        return _desired_record(obj, spec, current, claims), None
+    except RangeExhausted as exc:
+        return None, Problem("RangeExhausted", str(exc))
+
+
+def _recovery_conflict(obj: CellObject, spec: CellSpec, current: CellRecord | None, claims: _Claims) -> Problem | None:
+    """A Cell the records lost (ConfigMap deleted by hand) re-claims the ranges its status reports; they
+    must still be free, exactly as if the user had written them in spec.sequenceRanges."""
+    if current is not None or not obj.status_ranges or spec.sequence_ranges:
+        return None
+    recovered = spec.model_copy(update={"sequence_ranges": obj.status_ranges})
+    return _conflict(recovered, obj.name, claims, None)
 
 
 def _retire(record: CellRecord) -> list[RetiredRange]:
