@@ -57,10 +57,10 @@ class CellState(StrEnum):
 # Schema only (json_schema_extra): what the API server refuses on top of the model. The model parses these
 # on purpose, so that the planner and admission name the problem with its own reason (check_cell_spec) on
 # the paths that bypass the API server's validation (offline review, records read back).
-_ADDRESS_SCHEMA = {"minLength": 1, "maxLength": 261, "pattern": ADDRESS_PATTERN}
-_SESSION_PREFIX_SCHEMA = {"maxLength": 63, "pattern": DNS_LABEL.pattern}
-_ID_BOUNDS = {"minimum": 1, "maximum": MAX_SEQUENCE_VALUE}
-_RANGE_SCHEMA = {
+_ADDRESS_SCHEMA: dict[str, Any] = {"minLength": 1, "maxLength": 261, "pattern": ADDRESS_PATTERN}
+_SESSION_PREFIX_SCHEMA: dict[str, Any] = {"maxLength": 63, "pattern": DNS_LABEL.pattern}
+_ID_BOUNDS: dict[str, Any] = {"minimum": 1, "maximum": MAX_SEQUENCE_VALUE}
+_RANGE_SCHEMA: dict[str, Any] = {
     "x-kubernetes-validations": [
         {"rule": "self.minval <= self.maxval", "message": "(InvalidRange) maxval is smaller than minval"},
     ],
