@@ -108,14 +108,15 @@ class RoutingRuleStatus(_Wire):
 # ------------------------------------------------------------------------- pydantic -> structural
 def structural(model: type[BaseModel], extras: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The structural schema of ``model``; ``extras`` are merged at paths such as ``"proxy"`` or
-    ``"sequenceRanges[]"`` (the items), for models that cannot carry their schema-only keys yet."""
+    ``"sequenceRanges[]"`` (the items), for models that cannot carry their schema-only keys yet. The
+    model's own keys win over an extra's."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     raw.pop("description", None)  # the model's docstring: for developers
     schema = _convert(raw, defs)
     for path, extra in (extras or {}).items():
         node = _at(schema, path)
-        merged = _merge(node, extra)
+        merged = _merge(extra, node)  # what the model says wins; extras fill in what it does not say yet
         node.clear()
         node.update(_ordered(merged))
     return schema

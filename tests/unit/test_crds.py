@@ -128,6 +128,17 @@ def test_extras_merge_at_a_path_and_into_array_items():
     assert schema["properties"]["many"]["items"]["x-kubernetes-validations"] == [{"rule": "true"}]
 
 
+def test_what_the_model_says_wins_over_an_extra():
+    """Extras only fill in: once a model's field carries its own description, the extra's is moot."""
+
+    class Example(BaseModel):
+        a: int = Field(description="from the model")
+
+    schema = crd_schema.structural(Example, {"a": {"description": "from the extras", "minimum": 2}})
+    assert schema["properties"]["a"]["description"] == "from the model"
+    assert schema["properties"]["a"]["minimum"] == 2
+
+
 def test_manifests_crds_prints_every_crd(capsys):
     assert main(["manifests", "crds"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
