@@ -44,7 +44,7 @@ READY_REASON = '.status.conditions[?(@.type=="Ready")].reason'
 # Keys in the order a person reads a schema: what it is, what it means, what it allows, what it holds.
 KEY_ORDER = (
     "type", "format", "nullable", "description", "required", "x-kubernetes-validations", "enum", "default",
-    "minimum", "maximum", "minLength", "maxLength", "pattern", "maxItems", "items", "properties",
+    "minimum", "maximum", "minLength", "maxLength", "pattern", "minItems", "maxItems", "items", "properties",
 )  # fmt: skip
 
 
