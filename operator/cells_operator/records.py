@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+import tomli_w
+
 from . import base_config
 from .topology import Topology
 
@@ -31,9 +33,12 @@ class RecordsError(ValueError):
     """The published records cannot be read back: the operator refuses to overwrite them blindly."""
 
 
-def _toml_string(value: str) -> str:
-    # JSON string escaping is valid TOML basic-string escaping for the characters we can meet.
-    return json.dumps(value, ensure_ascii=False)
+def _toml_table(header: str, values: dict[str, object]) -> list[str]:
+    """One ``[[header]]`` table: keys and values written by tomli-w (TOML's own escaping rules, e.g. for
+    control characters and DEL, which JSON escaping gets wrong). The header stays ours: tomli-w writes
+    short nested arrays of tables inline, and the published layout keeps one ``[[cells.sequence_ranges]]``
+    table per range, as the Topology Service's own examples do."""
+    return ["", f"[[{header}]]", *tomli_w.dumps(values).rstrip("\n").split("\n")]
 
 
 def render_config_toml(topology: Topology, base: str | None = None) -> str:
@@ -49,17 +54,10 @@ def render_config_toml(topology: Topology, base: str | None = None) -> str:
             "# base config above. Edit the base ConfigMap and the Cells, not this file.",
         ]
     for cell in sorted(topology.cells, key=lambda c: c.id):
-        lines += [
-            "",
-            "[[cells]]",
-            f"id = {cell.id}",
-            f"address = {_toml_string(cell.address)}",
-            f"session_prefix = {_toml_string(cell.session_prefix)}",
-        ]
+        lines += _toml_table("cells", {"id": cell.id, "address": cell.address, "session_prefix": cell.session_prefix})
         for r in cell.sequence_ranges:
-            lines += ["", "[[cells.sequence_ranges]]", f"minval = {r.minval}", f"maxval = {r.maxval}"]
-            if cell.skip_range_validation:
-                lines.append("skip_range_validation = true")
+            skip = {"skip_range_validation": True} if cell.skip_range_validation else {}
+            lines += _toml_table("cells.sequence_ranges", {"minval": r.minval, "maxval": r.maxval, **skip})
     cells = "\n".join(lines) + "\n"
     return cells if base is None else base_config.merge(base, cells)
 
