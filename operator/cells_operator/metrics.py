@@ -21,6 +21,9 @@ RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         r = self.registry = registry or CollectorRegistry()
+        # The label sets each gauge family was ever given, per (gauge, fixed labels): prometheus_client
+        # keeps its own children private, so the sets that disappeared are found here.
+        self._label_sets: dict[tuple[Gauge, tuple[str, ...]], set[str]] = {}
         self.reconcile_total = Counter(
             "controller_runtime_reconcile_total",
             "Reconciliations per controller and result",
@@ -155,18 +158,20 @@ class OperatorMetrics:
         for verdict in plan.verdicts.values():
             if verdict.live is not None:
                 counts[verdict.live.ruleset] = counts.get(verdict.live.ruleset, 0) + 1
-        for ruleset, count in counts.items():
-            self.rules.labels(namespace, ruleset).set(count)
-        for labels in list(self.rules._metrics):  # rulesets that disappeared go to zero
-            if labels[0] == namespace and labels[1] not in counts:
-                self.rules.labels(*labels).set(0)
+        self._set_counts(self.rules, (namespace,), counts)  # rulesets that disappeared go to zero
 
     def observe_stalled(self, namespace: str, kind: str, reasons: list[str]) -> None:
         counts: dict[str, int] = {}
         for reason in reasons:
             counts[reason] = counts.get(reason, 0) + 1
-        for labels in list(self.stalled._metrics):
-            if labels[0] == namespace and labels[1] == kind and labels[2] not in counts:
-                self.stalled.labels(*labels).set(0)
-        for reason, count in counts.items():
-            self.stalled.labels(namespace, kind, reason).set(count)
+        self._set_counts(self.stalled, (namespace, kind), counts)
+
+    def _set_counts(self, gauge: Gauge, fixed: tuple[str, ...], counts: dict[str, int]) -> None:
+        """Set ``gauge{*fixed, key}`` to each count, and to 0 for every key seen before under ``fixed``
+        but absent now: a series that stops being reported would keep its last value on dashboards."""
+        seen = self._label_sets.setdefault((gauge, fixed), set())
+        for key in seen - counts.keys():
+            gauge.labels(*fixed, key).set(0)
+        for key, count in counts.items():
+            gauge.labels(*fixed, key).set(count)
+        seen.update(counts)
