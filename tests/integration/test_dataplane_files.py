@@ -12,6 +12,7 @@ from cells_operator.records import render_topology_json
 from cells_operator.topology import CellObject, Topology, plan_topology
 from tests.support.dataplane import Process, echo_backend, request, router_argv, topology_service_argv, wait_http_ok
 from tests.support.kubectl import eventually
+from tests.support.prometheus import samples
 
 
 def write_atomically(path, text: str) -> None:
@@ -34,10 +35,9 @@ def classify(base: str, kind: str, value: str | None = None):
 
 
 def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not exported")
+    found = samples(text, name)
+    assert found, f"{name} not exported"
+    return found[0].value
 
 
 def test_topology_service_ready_only_when_loaded_and_keeps_last_good(tmp_path):

@@ -7,6 +7,7 @@ import json
 
 from tests.support.cells import cell_manifest, ready_condition, records
 from tests.support.kubectl import eventually
+from tests.support.prometheus import samples
 from tests.support.rules import CATCH_ALL, SESSION
 from tests.support.rules import rule_manifest as rule
 
@@ -113,8 +114,7 @@ def test_apiserver_and_etcd_restarts_mid_burst_never_end_the_operator(kubectl, n
     assert quiet, "reconcile retries during an outage are logged once as the outage, not as errors"
     assert "[ERROR   ] Request attempt" not in log
     metrics = operator.scrape()
-    errors = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                 if line.startswith("cells_operator_api_errors_total{"))  # fmt: skip
+    errors = sum(sample.value for sample in samples(metrics, "cells_operator_api_errors_total"))
     assert errors >= 1, "the outages are counted by code"
     status, body = operator.readyz()
     assert status == 200, body

@@ -15,6 +15,7 @@ import pytest
 
 from cells_operator.devcluster.cluster import free_port
 from tests.support.dataplane import Process, echo_backend, request, router_argv, wait_http_ok
+from tests.support.prometheus import metric_value
 
 HOSTILE = "a" * 64 + "!"  # exponential for the patterns below on a backtracking engine: never finishes
 
@@ -53,10 +54,9 @@ class Stack:
         return request(self.base + path, headers=headers, **kw)
 
     def metric(self, name: str) -> float:
-        for line in request(f"http://127.0.0.1:{self.admin}/metrics").body.decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"{name} not exported")
+        value = metric_value(request(f"http://127.0.0.1:{self.admin}/metrics").body.decode(), name)
+        assert value is not None, f"{name} not exported"
+        return value
 
     def raw(self, payload: bytes) -> tuple[int, bytes]:
         """Send bytes as they are; the status and body of the router's first answer."""

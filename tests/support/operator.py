@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from cells_operator.devcluster.cluster import free_port
+from tests.support.prometheus import metric_value  # noqa: F401  (re-exported: the tests import it from here)
 
 
 class OperatorProcess:
@@ -90,16 +91,3 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    """The sample ``name{labels...}`` in a Prometheus text exposition (labels may be a subset), or None."""
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        head, _, number = line.rpartition(" ")
-        got = head[len(name) :].strip("{}")
-        exact = head.startswith(name + "{") or head == name
-        if exact and all(f'{k}="{v}"' in got for k, v in labels.items()) and (labels or not got):
-            return float(number)
-    return None
