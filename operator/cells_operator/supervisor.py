@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
 import socket
 import time
@@ -33,9 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from tenacity.wait import wait_base
 
 from . import probes
-from .backoff import Backoffs, delay
+from .backoff import Backoffs, delay_for, exponential_jitter
 from .cell import GROUP, VERSION
 from .config import OperatorConfig
 from .election import LeaderElector
@@ -68,7 +68,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.enabled = False
     # Retries inside kopf: exponential with jitter, for about a minute; beyond that the error reaches the
     # supervisor, which restarts the watches (transient) or exits clearly (401/403).
-    settings.networking.error_backoffs = Backoffs(base=1.0, cap=15.0, budget=60.0)
+    settings.networking.error_backoffs = Backoffs(exponential_jitter(1.0, 15.0), budget=60.0)
     settings.networking.request_timeout = config.request_timeout
     settings.networking.connect_timeout = config.connect_timeout
     # A watch stream that is silently dead (no data, not even a bookmark) is reconnected after this long.
@@ -112,7 +112,10 @@ class Supervisor:
     workers: NamespaceWorkers
     elector: LeaderElector | None = None
     clock: Callable[[], float] = time.monotonic
-    rand: Callable[[], float] = random.random  # the jitter of the restart backoff (tests pin it)
+    # tenacity's wait strategies: between restarts of kopf's watches, and between checks for the CRDs
+    # (tests pass strategies without jitter)
+    restart_wait: wait_base = field(default_factory=lambda: exponential_jitter(1.0, 30.0))
+    crd_wait: wait_base = field(default_factory=lambda: exponential_jitter(0.5, 5.0))
     outages: OutageTracker = field(default_factory=OutageTracker)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     election_task: asyncio.Task[None] | None = None
@@ -188,7 +191,7 @@ class Supervisor:
                 )
                 if self.health.block(CRD_MISSING, message, self.clock()):
                     log.error(message)
-            await self._pause(min(5.0, delay(attempt, 0.5, 5.0)))
+            await self._pause(delay_for(self.crd_wait, attempt))
         return False
 
     async def _pause(self, seconds: float) -> None:
@@ -275,7 +278,7 @@ class Supervisor:
                 self.api_error(code, f"watch ended: {type(exc).__name__}: {exc}", outage=True)
                 self.health.block(WATCH_RESTARTING, f"restarting the watches after {code}", self.clock())
                 attempt = 1 if self.clock() - started > HEALTHY_RUN_SECONDS else attempt + 1
-                wait = delay(attempt, 1.0, 30.0, self.rand)
+                wait = delay_for(self.restart_wait, attempt)
                 log.debug("kopf ended with %r; restarting its watches in %.1fs", exc, wait)
                 await self._pause(wait)
                 continue

@@ -16,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kopf
+import tenacity
 from kubernetes.client.exceptions import ApiException
+from tenacity.wait import wait_base
 from urllib3.exceptions import HTTPError
 
 from .admission import (
@@ -48,6 +51,8 @@ from .topology import Topology
 log = logging.getLogger(__name__)
 # Reviews in flight at once; the API server sends them concurrently during a burst of applies.
 ADMISSION_THREADS = 4
+# Between tries to register the webhook configurations: about a second, jittered (30 tries, ~30 s).
+REGISTER_WAIT = tenacity.wait_random(0.5, 1.5)
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -140,19 +145,41 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: loggin
     logger.info("serving admission webhooks on %s:%s with the certificate in %s", addr, port, cert.directory)
 
 
-async def _register(kube: Kube, obj: dict[str, Any], logger: logging.Logger, attempts: int = 30) -> None:
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: the API server (or the way to it) failed, but not because it refuses us."""
+    refused = isinstance(exc, ApiException) and exc.status in (401, 403, 422)
+    return isinstance(exc, (ApiException, HTTPError, OSError)) and not refused
+
+
+async def _register(
+    kube: Kube,
+    obj: dict[str, Any],
+    logger: logging.Logger,
+    attempts: int = 30,
+    wait: wait_base = REGISTER_WAIT,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
     """Create or replace one configuration, riding out a briefly unavailable API server. Retried here
     rather than by kopf: a failed startup handler is re-run whole, and its metrics port is taken."""
-    for attempt in range(1, attempts + 1):
-        try:
-            await asyncio.to_thread(kube.apply_webhook_configuration, obj)
-            return
-        except (ApiException, HTTPError, OSError) as exc:
-            final = isinstance(exc, ApiException) and exc.status in (401, 403, 422)
-            if final or attempt == attempts:
-                raise kopf.PermanentError(f"cannot register {obj['kind']} {obj['metadata']['name']}: {exc}") from exc
-            logger.warning("registering %s failed (%s); retrying", obj["kind"], exc)
-            await asyncio.sleep(1.0)
+
+    def warn(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        logger.warning("registering %s failed (%s); retrying", obj["kind"], error)
+
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=wait,
+        retry=tenacity.retry_if_exception(_transient),
+        before_sleep=warn,
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                await asyncio.to_thread(kube.apply_webhook_configuration, obj)
+    except (ApiException, HTTPError, OSError) as exc:
+        raise kopf.PermanentError(f"cannot register {obj['kind']} {obj['metadata']['name']}: {exc}") from exc
 
 
 async def stop(memo: kopf.Memo, logger: logging.Logger) -> None:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 from collections.abc import Awaitable, Callable
 
-from .backoff import delay
+from tenacity.wait import wait_base
+
+from .backoff import delay_for, exponential_jitter
 from .leader import NotLeader
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,10 @@ class NamespaceWorkers:
         expected: Callable[[BaseException], bool] = lambda exc: False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] | None = None,
-        rand: Callable[[], float] = random.random,
+        wait: wait_base | None = None,
     ):
         self._reconcile = reconcile
         self._debounce = debounce
-        self._max_backoff = max_backoff
         self._max_delay = max_delay
         self._gate = gate
         self._on_error = on_error or (lambda exc: None)
@@ -54,7 +54,8 @@ class NamespaceWorkers:
         self._expected = expected
         self._sleep = sleep
         self._clock = clock
-        self._rand = rand
+        # tenacity's strategy for the wait before each retry (tests pass one without jitter)
+        self._wait = wait or exponential_jitter(0.5, max_backoff)
         self._dirty: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -109,7 +110,7 @@ class NamespaceWorkers:
                 dirty.set()  # the gate holds the loop until this replica leads again
             except Exception as exc:
                 failures += 1
-                wait = delay(failures, 0.5, self._max_backoff, self._rand)
+                wait = delay_for(self._wait, failures)
                 self._on_error(exc)
                 if self._expected(exc):  # the API server is out: said once per outage, not per retry
                     log.debug("reconcile of namespace %s failed (attempt %d): %s", namespace, failures, exc)

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import logging
+import random
 
-import pytest
+from tenacity import wait_exponential
 
-from cells_operator.backoff import Backoffs, delay
+from cells_operator.backoff import Backoffs, delay_for, exponential_jitter
 from cells_operator.config import OperatorConfig
 from cells_operator.health import API_UNAVAILABLE, CRD_MISSING, Health
 from cells_operator.outage import OutageTracker, error_code, parse_kopf_retry
 from cells_operator.supervisor import KopfRetryLog, kopf_settings
 
 
-def test_delay_doubles_up_to_the_cap_with_jitter_between_half_and_all():
-    assert [delay(n, 1.0, 10.0, lambda: 0.0) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 5.0]
-    assert [delay(n, 1.0, 10.0, lambda: 0.999999) for n in range(1, 6)] == pytest.approx([1, 2, 4, 8, 10], rel=1e-5)
-    assert delay(10_000, 1.0, 30.0, lambda: 0.5) == 22.5  # huge attempt numbers do not overflow
+def test_delay_doubles_up_to_the_cap_with_jitter_between_half_and_all(monkeypatch):
+    wait = exponential_jitter(1.0, 10.0)
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)  # tenacity draws its jitter here
+    assert [delay_for(wait, n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 5.0]
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    assert [delay_for(wait, n) for n in range(1, 6)] == [1, 2, 4, 8, 10]
+    monkeypatch.setattr(random, "uniform", lambda low, high: (low + high) / 2)
+    assert delay_for(exponential_jitter(1.0, 30.0), 10_000) == 22.5  # huge attempt numbers do not overflow
 
 
 def test_backoffs_for_kopf_stop_after_the_budget_and_are_not_sized():
-    waits = list(Backoffs(base=1.0, cap=15.0, budget=60.0, rand=lambda: 1.0))
+    waits = list(Backoffs(wait_exponential(multiplier=1.0, max=15.0), budget=60.0))  # no jitter: exact
     assert waits == [1, 2, 4, 8, 15, 15, 15]  # 60 s reached with the seventh wait
     assert not hasattr(Backoffs(), "__len__")  # kopf numbers attempts without a misleading total
 

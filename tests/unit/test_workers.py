@@ -9,6 +9,7 @@ import itertools
 import threading
 
 import looptime
+from tenacity import wait_exponential
 
 from cells_operator.leader import NotLeader
 from cells_operator.workers import NamespaceWorkers
@@ -87,7 +88,7 @@ def test_failures_are_retried_with_exponential_backoff_and_reported():
             max_backoff=30.0,
             on_error=errors.append,
             on_success=lambda: successes.append(1),
-            rand=lambda: 1.0,  # no jitter: exact delays
+            wait=wait_exponential(multiplier=0.5, max=30.0),  # no jitter: exact delays
         )
         workers.trigger("a")
         await asyncio.sleep(60.0)
