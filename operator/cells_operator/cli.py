@@ -16,10 +16,48 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from .config import OperatorConfig
+
+# ``run``'s flags and the OperatorConfig fields they set; the Deployment sets the same settings through
+# CELLS_* environment variables (OperatorConfig.from_env), which are the defaults a flag overrides.
+FLAG_FIELDS = {
+    "metrics_port": "metrics_port",
+    "topology_configmap": "topology_configmap",
+    "router_configmap": "router_configmap",
+    "base_config_configmap": "base_config_configmap",
+    "webhook_listen": "webhook_listen",
+    "webhook_cert_dir": "webhook_cert_dir",
+    "webhook_host": "webhook_host",
+    "webhook_configuration": "webhook_configuration",
+    "leader_elect_lease_name": "lease_name",
+    "leader_elect_namespace": "lease_namespace",
+    "leader_elect_lease_duration": "lease_duration",
+    "leader_elect_renew_deadline": "renew_deadline",
+    "leader_elect_retry_period": "retry_period",
+}
+
+
+def config_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> OperatorConfig:
+    """The operator's configuration: the environment's, then every flag given on top. Passed explicitly
+    (kopf's memo carries it to the handlers), never written back into the process environment."""
+    overrides: dict[str, Any] = {
+        field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) not in (None, "")
+    }
+    if args.namespace:
+        overrides["namespaces"] = tuple(args.namespace)
+    if args.webhook_self_signed:
+        overrides["webhook_self_signed"] = True
+    if args.leader_elect:
+        overrides["leader_elect"] = True
+    return dataclasses.replace(OperatorConfig.from_env(env), **overrides)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -32,34 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         supervisor,
         webhook,
     )
-    from .config import OperatorConfig
 
-    if args.metrics_port is not None:
-        os.environ["CELLS_METRICS_PORT"] = str(args.metrics_port)
-    if args.namespace:
-        os.environ["CELLS_NAMESPACES"] = ",".join(args.namespace)
-    # Flags become the environment OperatorConfig.from_env reads (the Deployment sets the same variables).
-    for flag, env in (
-        ("topology_configmap", "CELLS_TOPOLOGY_CONFIGMAP"),
-        ("router_configmap", "CELLS_ROUTER_CONFIGMAP"),
-        ("base_config_configmap", "CELLS_BASE_CONFIGMAP"),
-        ("webhook_listen", "CELLS_WEBHOOK_LISTEN"),
-        ("webhook_cert_dir", "CELLS_WEBHOOK_CERT_DIR"),
-        ("webhook_host", "CELLS_WEBHOOK_HOST"),
-        ("webhook_configuration", "CELLS_WEBHOOK_CONFIGURATION"),
-        ("leader_elect_lease_name", "CELLS_LEASE_NAME"),
-        ("leader_elect_namespace", "CELLS_LEASE_NAMESPACE"),
-        ("leader_elect_lease_duration", "CELLS_LEASE_DURATION"),
-        ("leader_elect_renew_deadline", "CELLS_RENEW_DEADLINE"),
-        ("leader_elect_retry_period", "CELLS_RETRY_PERIOD"),
-    ):
-        if getattr(args, flag):
-            os.environ[env] = str(getattr(args, flag))
-    if args.webhook_self_signed:
-        os.environ["CELLS_WEBHOOK_SELF_SIGNED"] = "true"
-    if args.leader_elect:
-        os.environ["CELLS_LEADER_ELECT"] = "true"
-    config = OperatorConfig.from_env()  # what the startup handler will read too
+    config = config_from(args)  # handed to kopf's handlers in the memo (supervisor.serve)
     if config.webhook_listen:
         webhook.register()
     kopf.configure(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 FINALIZER = "cells.dev/topology"
@@ -59,8 +60,7 @@ class OperatorConfig:
     webhook_configuration: str = ""
 
     @classmethod
-    def from_env(cls) -> OperatorConfig:
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
         return cls(
             topology_configmap=env.get("CELLS_TOPOLOGY_CONFIGMAP", cls.topology_configmap),
             router_configmap=env.get("CELLS_ROUTER_CONFIGMAP", cls.router_configmap),
