@@ -13,17 +13,21 @@ OpenAPI 3 document of it all at ``/openapi.json``. Hostile input is bounded (ADR
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from cells_operator.records import parse_topology_json
+from cells_operator.topology import CellRecord
 
 from .classify import INVALID_ARGUMENT, Snapshot, classify, not_found, status_body
 from .filewatch import WatchedFile
@@ -61,6 +65,7 @@ class Metrics:
 
 
 DEFAULT_MAX_BODY = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store"}
 # What a classify body may be labelled: JSON, nothing at all, or the form type that curl -d and urllib
 # put on any body without one (grpc-gateway parses every type but form bodies as JSON; ADR 0013).
 JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
@@ -80,9 +85,7 @@ def content_type_problem(request: web.Request) -> str | None:
 
 
 def bad_request(status: int, message: str) -> web.Response:
-    return web.json_response(
-        status_body(INVALID_ARGUMENT, message), status=status, headers={"Cache-Control": "no-store"}
-    )
+    return web.json_response(status_body(INVALID_ARGUMENT, message), status=status, headers=NO_STORE)
 
 
 # gRPC codes the gateway renders aiohttp's own HTTP errors with (unknown path: 5, as grpc-gateway does).
@@ -102,7 +105,139 @@ async def status_errors(request: web.Request, handler):
         return web.json_response(body, status=err.status, headers={**headers, "Cache-Control": "no-store"})
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
-        return web.json_response(status_body(13, "internal error"), status=500, headers={"Cache-Control": "no-store"})
+        return web.json_response(status_body(13, "internal error"), status=500, headers=NO_STORE)
+
+
+def unavailable() -> web.Response:
+    return web.json_response(status_body(14, "records not loaded yet"), status=503, headers=NO_STORE)
+
+
+def cell_json(cell: CellRecord) -> dict[str, Any]:
+    """One cell as ``GET /v1/cells`` shows it (this project's extension; the fields of the records)."""
+    return {
+        "id": cell.id,
+        "address": cell.address,
+        "session_prefix": cell.session_prefix,
+        "state": cell.state.value,
+        "routable": cell.routable,
+        "first_cell": cell.first_cell,
+        "sequence_ranges": [r.model_dump() for r in cell.sequence_ranges],
+    }
+
+
+SnapshotHandler = Callable[["TopologyService", web.Request, Snapshot], Awaitable[web.StreamResponse]]
+
+
+def answers(method: str) -> Callable[[SnapshotHandler], Callable[..., Awaitable[web.StreamResponse]]]:
+    """An API handler's common frame: 503 until records are loaded, then the handler with the snapshot of
+    this request; every answer counted and timed under the gRPC ``method`` name."""
+
+    def frame(handler: SnapshotHandler) -> Callable[..., Awaitable[web.StreamResponse]]:
+        @functools.wraps(handler)
+        async def framed(service: TopologyService, request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            snapshot = service.snapshot  # one read: the request keeps this snapshot whatever reloads meanwhile
+            response = unavailable() if snapshot is None else await handler(service, request, snapshot)
+            service.metrics.requests.labels(method, str(response.status)).inc()
+            service.metrics.duration.labels(method).observe(time.perf_counter() - started)
+            return response
+
+        return framed
+
+    return frame
+
+
+class TopologyService:
+    """The state the handlers share: the records snapshot in service, the metrics, the cache lifetimes."""
+
+    def __init__(self, max_age: int, negative_max_age: int, max_body: int):
+        self.metrics = Metrics()
+        self.snapshot: Snapshot | None = None
+        self.max_age = max_age
+        self.negative_max_age = negative_max_age
+        self.max_body = max_body
+
+    def loaded(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot  # one reference swap: in-flight requests keep their snapshot
+        self.metrics.reloads.inc()
+        self.metrics.revision.set(snapshot.revision)
+        self.metrics.cells.set(len(snapshot.topology.cells))
+
+    def rejected(self, _why: str) -> None:
+        self.metrics.rejected.inc()
+
+    def cache(self, status: int) -> str:
+        """Cache-Control of an answer: positive and NOT_FOUND answers for their lifetimes, errors never."""
+        return {200: f"max-age={self.max_age}", 404: f"max-age={self.negative_max_age}"}.get(status, "no-store")
+
+    async def classify_body(self, request: web.Request) -> Any | web.Response:
+        """The request's JSON body, or the 415, 413 or 400 that refuses it (checked in that order)."""
+        refused = content_type_problem(request)
+        if refused is not None:
+            return bad_request(415, refused)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return bad_request(413, f"request body is larger than {self.max_body} bytes")
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int digits limit; nesting
+            return bad_request(400, "request body is not valid JSON (UTF-8)")
+
+    @answers("Classify")
+    async def post_classify(self, request: web.Request, snapshot: Snapshot) -> web.StreamResponse:
+        body = await self.classify_body(request)
+        if isinstance(body, web.Response):
+            return body
+        answer = classify(snapshot, body)
+        headers = {"Cache-Control": self.cache(answer.status), "X-Topology-Revision": str(snapshot.revision)}
+        return web.json_response(answer.body, status=answer.status, headers=headers)
+
+    @answers("ListCells")
+    async def get_cells(self, request: web.Request, snapshot: Snapshot) -> web.StreamResponse:
+        cells = sorted(snapshot.topology.cells, key=lambda c: c.id)
+        body = {"revision": snapshot.revision, "cells": [cell_json(c) for c in cells]}
+        return web.json_response(body, headers={"Cache-Control": self.cache(200)})
+
+    @answers("GetCell")
+    async def get_cell(self, request: web.Request, snapshot: Snapshot) -> web.StreamResponse:
+        raw = request.match_info["id"]
+        if not re.fullmatch(r"[0-9]{1,19}", raw):
+            message = f"cell id {raw!r} is not an integer"
+            return web.json_response(status_body(INVALID_ARGUMENT, message), status=400)
+        cell = snapshot.by_id.get(int(raw))
+        if cell is None:
+            return web.json_response(not_found(raw).body, status=404, headers={"Cache-Control": self.cache(404)})
+        return web.json_response(cell_json(cell), headers={"Cache-Control": self.cache(200)})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.snapshot is None:
+            return web.Response(text="records not loaded", status=503)
+        return web.Response(text="ok")
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
+
+
+METRICS = web.AppKey("metrics", Metrics)
+WATCHED = web.AppKey("watched", WatchedFile)
+
+
+async def start_watching(app: web.Application) -> None:
+    app[WATCHED].start()
+
+
+async def stop_watching(app: web.Application) -> None:
+    await app[WATCHED].stop()
 
 
 def build_app(
@@ -112,140 +247,26 @@ def build_app(
     poll: float = 1.0,
     max_body: int = DEFAULT_MAX_BODY,
 ) -> web.Application:
-    metrics = Metrics()
-    state: dict[str, Snapshot | None] = {"snapshot": None}
-
-    def loaded(snapshot: Snapshot) -> None:
-        state["snapshot"] = snapshot  # one reference swap: in-flight requests keep their snapshot
-        metrics.reloads.inc()
-        metrics.revision.set(snapshot.revision)
-        metrics.cells.set(len(snapshot.topology.cells))
-
-    watched = WatchedFile(
+    """The service's routes over ``records``, followed from startup to cleanup."""
+    service = TopologyService(max_age, negative_max_age, max_body)
+    app = web.Application(client_max_size=max_body, middlewares=[status_errors])
+    app[METRICS] = service.metrics
+    app[WATCHED] = WatchedFile(
         records,
         lambda raw: Snapshot(parse_topology_json(raw.decode())),
-        on_reload=loaded,
-        on_reject=lambda _: metrics.rejected.inc(),
+        on_reload=service.loaded,
+        on_reject=service.rejected,
         interval=poll,
     )
-
-    def observe(method: str, started: float, response: web.StreamResponse) -> web.StreamResponse:
-        metrics.requests.labels(method, str(response.status)).inc()
-        metrics.duration.labels(method).observe(time.perf_counter() - started)
-        return response
-
-    def unavailable() -> web.Response:
-        return web.json_response(
-            status_body(14, "records not loaded yet"), status=503, headers={"Cache-Control": "no-store"}
-        )
-
-    async def post_classify(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        snapshot = state["snapshot"]
-        if snapshot is None:
-            return observe("Classify", started, unavailable())
-        refused = content_type_problem(request)
-        if refused is not None:
-            return observe("Classify", started, bad_request(415, refused))
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            message = f"request body is larger than {max_body} bytes"
-            return observe("Classify", started, bad_request(413, message))
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int digits limit; nesting
-            return observe("Classify", started, bad_request(400, "request body is not valid JSON (UTF-8)"))
-        answer = classify(snapshot, body)
-        cache = {200: f"max-age={max_age}", 404: f"max-age={negative_max_age}"}.get(answer.status, "no-store")
-        response = web.json_response(
-            answer.body,
-            status=answer.status,
-            headers={"Cache-Control": cache, "X-Topology-Revision": str(snapshot.revision)},
-        )
-        return observe("Classify", started, response)
-
-    def cell_json(cell) -> dict:
-        return {
-            "id": cell.id,
-            "address": cell.address,
-            "session_prefix": cell.session_prefix,
-            "state": cell.state.value,
-            "routable": cell.routable,
-            "first_cell": cell.first_cell,
-            "sequence_ranges": [r.model_dump() for r in cell.sequence_ranges],
-        }
-
-    async def get_cells(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        snapshot = state["snapshot"]
-        if snapshot is None:
-            return observe("ListCells", started, unavailable())
-        body = {
-            "revision": snapshot.revision,
-            "cells": [cell_json(c) for c in sorted(snapshot.topology.cells, key=lambda c: c.id)],
-        }
-        return observe("ListCells", started, web.json_response(body, headers={"Cache-Control": f"max-age={max_age}"}))
-
-    async def get_cell(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        snapshot = state["snapshot"]
-        if snapshot is None:
-            return observe("GetCell", started, unavailable())
-        raw = request.match_info["id"]
-        if not re.fullmatch(r"[0-9]{1,19}", raw):
-            return observe(
-                "GetCell",
-                started,
-                web.json_response(status_body(INVALID_ARGUMENT, f"cell id {raw!r} is not an integer"), status=400),
-            )
-        cell = snapshot.by_id.get(int(raw))
-        if cell is None:
-            return observe(
-                "GetCell",
-                started,
-                web.json_response(
-                    not_found(raw).body,
-                    status=404,
-                    headers={"Cache-Control": f"max-age={negative_max_age}"},
-                ),
-            )
-        return observe(
-            "GetCell", started, web.json_response(cell_json(cell), headers={"Cache-Control": f"max-age={max_age}"})
-        )
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(request: web.Request) -> web.Response:
-        if state["snapshot"] is None:
-            return web.Response(text="records not loaded", status=503)
-        return web.Response(text="ok")
-
-    async def metrics_endpoint(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def on_startup(app: web.Application) -> None:
-        watched.start()
-
-    async def on_cleanup(app: web.Application) -> None:
-        await watched.stop()
-
-    async def openapi(request: web.Request) -> web.Response:
-        return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
-
-    app = web.Application(client_max_size=max_body, middlewares=[status_errors])
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_post("/v1/classify", post_classify)
-    app.router.add_get("/v1/cells", get_cells)
-    app.router.add_get("/v1/cells/{id}", get_cell)
+    app.router.add_post("/v1/classify", service.post_classify)
+    app.router.add_get("/v1/cells", service.get_cells)
+    app.router.add_get("/v1/cells/{id}", service.get_cell)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
-    app["metrics"] = metrics
-    app["watched"] = watched
+    app.router.add_get("/readyz", service.readyz)
+    app.router.add_get("/metrics", service.metrics_endpoint)
+    app.on_startup.append(start_watching)
+    app.on_cleanup.append(stop_watching)
     return app
 
 
