@@ -158,7 +158,7 @@ def test_proxy_without_address_goes_to_the_default_upstream(edge):
 
 def test_offline_cell_is_still_classified_as_upstream_would(edge, kubectl):
     ns = edge["namespace"]
-    kubectl("patch", "cell", "cell-3", "-n", ns, "--type=merge", "-p", '{"spec": {"state": "Offline"}}')
+    kubectl.merge_patch("cell", "cell-3", ns, {"spec": {"state": "Offline"}})
     eventually(
         lambda: any(c["state"] == "Offline" for c in json.loads(edge["records"].read_text())["cells"]),
         message="Offline reaches the Topology Service's file",

@@ -170,16 +170,7 @@ def test_proxying_streams_bodies_and_handles_headers(stack):
 def test_api_changes_move_traffic_without_restarts(stack, kubectl):
     ns, ports = stack["namespace"], stack["ports"]
     lands_on(stack, "cell-2", cookie="_gitlab_session=cell-2-a")
-    kubectl(
-        "patch",
-        "cell",
-        "cell-2",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"address": f"127.0.0.1:{ports['cell-2b']}"}}),
-    )
+    kubectl.merge_patch("cell", "cell-2", ns, {"spec": {"address": f"127.0.0.1:{ports['cell-2b']}"}})
     lands_on(stack, "cell-2b", cookie="_gitlab_session=cell-2-a")
 
     kubectl("delete", "routingrule", "force-cell", "-n", ns)

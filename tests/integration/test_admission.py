@@ -213,8 +213,7 @@ def test_unreadable_records_stall_the_cells_and_admission_lets_changes_through_u
     kubectl.apply(cell_manifest("a", 1), namespace)
     wait_ready(kubectl, "cell", "a", namespace)
     torn = '{"cells": [{"name": "a", "id'
-    kubectl("patch", "configmap", "cells-topology", "-n", namespace, "--type", "merge",
-            "-p", json.dumps({"data": {"topology.json": torn}}))  # fmt: skip
+    kubectl.merge_patch("configmap", "cells-topology", namespace, {"data": {"topology.json": torn}})
     stalled = wait_reason(kubectl, "cell", "a", namespace, "RecordsUnreadable")
     assert "topology.json is not valid cells-operator records" in ready_condition(stalled)["message"]
     proc = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(cell_manifest("b", 2)))

@@ -16,7 +16,7 @@ import json
 import pytest
 
 from tests.support.cells import cell_manifest, wait_ready
-from tests.support.kubectl import Kubectl
+from tests.support.kubectl import Kubectl, merge_patch_args
 
 SIZE = 10**11
 
@@ -57,16 +57,11 @@ def apply_refused(kubectl: Kubectl, namespace: str, manifest: dict) -> str:
 
 def set_status(kubectl: Kubectl, namespace: str, kind: str, name: str, status: dict) -> None:
     """Write status as the operator does: through the status subresource (spec is left untouched)."""
-    kubectl(
-        "patch", kind, name, "-n", namespace, "--subresource=status", "--type=merge", "-p",
-        json.dumps({"status": status}),
-    )  # fmt: skip
+    kubectl.merge_patch(kind, name, namespace, {"status": status}, subresource="status")
 
 
 def patch_spec(kubectl: Kubectl, namespace: str, name: str, spec: dict, check: bool = True):
-    return kubectl(
-        "patch", "cell", name, "-n", namespace, "--type=merge", "-p", json.dumps({"spec": spec}), check=check
-    )
+    return kubectl.merge_patch("cell", name, namespace, {"spec": spec}, check=check)
 
 
 # ---------------------------------------------------------------------------------------------- Cell
@@ -81,7 +76,7 @@ def test_id_may_change_until_registered_and_never_after(kubectl, namespace, no_w
     patch_spec(kubectl, namespace, "a", {"id": 3})
 
     set_status(kubectl, namespace, "cell", "a", {"registeredId": 3})
-    error = refused(kubectl, namespace, "patch", "cell", "a", "--type=merge", "-p", '{"spec": {"id": 4}}')
+    error = refused(kubectl, namespace, *merge_patch_args("cell", "a", {"spec": {"id": 4}}))
     assert "spec.id" in error
     assert "Cell 'a' is refused (IdImmutable): id cannot change once registered" in error
     assert "set it back to status.registeredId" in error
@@ -102,16 +97,7 @@ def test_allocated_ranges_only_grow(kubectl, namespace, no_webhook):
 
     moved = {"minval": 20 * SIZE, "maxval": 21 * SIZE - 1}
     for ranges in ([moved], [{"minval": 10 * SIZE, "maxval": 10 * SIZE + 5}], []):
-        error = refused(
-            kubectl,
-            namespace,
-            "patch",
-            "cell",
-            "a",
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"sequenceRanges": ranges}}),
-        )
+        error = refused(kubectl, namespace, *merge_patch_args("cell", "a", {"spec": {"sequenceRanges": ranges}}))
         assert "spec.sequenceRanges" in error and "(RangeImmutable)" in error, error
     assert kubectl.get("cell", "a", namespace)["spec"]["sequenceRanges"] == [allocated]
 
@@ -139,19 +125,10 @@ def test_registered_by_the_real_operator_then_refused_by_the_server(kubectl, nam
     kubectl.apply(cell_manifest("c1", 1), namespace)
     obj = wait_ready(kubectl, "cell", "c1", namespace)
     assert obj["status"]["registeredId"] == 1
-    error = refused(kubectl, namespace, "patch", "cell", "c1", "--type=merge", "-p", '{"spec": {"id": 5}}')
+    error = refused(kubectl, namespace, *merge_patch_args("cell", "c1", {"spec": {"id": 5}}))
     assert "Cell 'c1' is refused (IdImmutable)" in error
     grown = [*obj["status"]["sequenceRanges"], {"minval": 10**15, "maxval": 10**15 + SIZE}]
-    error = refused(
-        kubectl,
-        namespace,
-        "patch",
-        "cell",
-        "c1",
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"sequenceRanges": grown[1:]}}),
-    )
+    error = refused(kubectl, namespace, *merge_patch_args("cell", "c1", {"spec": {"sequenceRanges": grown[1:]}}))
     assert "(RangeImmutable)" in error
     patch_spec(kubectl, namespace, "c1", {"sequenceRanges": grown})
     assert len(wait_ready(kubectl, "cell", "c1", namespace)["status"]["sequenceRanges"]) == 2
@@ -228,13 +205,8 @@ def test_rules_that_say_what_to_do_are_accepted_and_fixable(kubectl, namespace, 
     stored = {r["metadata"]["name"]: r["spec"] for r in kubectl.get("routingrules", namespace=namespace)["items"]}
     assert sorted(stored) == sorted(name for name, _ in ACCEPTED_RULES)
     # Turning a proxy rule into a classify rule must drop the proxy section in the same write.
-    error = refused(
-        kubectl, namespace, "patch", "routingrule", "to-cell", "--type=merge", "-p",
-        json.dumps({"spec": {"action": "classify", "classify": {"type": "FIRST_CELL"}}}),
-    )  # fmt: skip
+    to_classify = {"action": "classify", "classify": {"type": "FIRST_CELL"}}
+    error = refused(kubectl, namespace, *merge_patch_args("routingrule", "to-cell", {"spec": to_classify}))
     assert "(ConflictingAction)" in error
-    kubectl(
-        "patch", "routingrule", "to-cell", "-n", namespace, "--type=merge", "-p",
-        json.dumps({"spec": {"action": "classify", "classify": {"type": "FIRST_CELL"}, "proxy": None}}),
-    )  # fmt: skip
+    kubectl.merge_patch("routingrule", "to-cell", namespace, {"spec": {**to_classify, "proxy": None}})
     assert kubectl.get("routingrule", "to-cell", namespace)["spec"]["action"] == "classify"

@@ -76,16 +76,7 @@ def test_edits_reach_the_records(kubectl, namespace, operator):
     wait_ready(kubectl, "cell", "c2", namespace)
     before, _ = records(kubectl, namespace)
 
-    kubectl(
-        "patch",
-        "cell",
-        "c2",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"address": "10.1.2.3:9000", "state": "Offline"}}',
-    )
+    kubectl.merge_patch("cell", "c2", namespace, {"spec": {"address": "10.1.2.3:9000", "state": "Offline"}})
     obj = wait_ready(kubectl, "cell", "c2", namespace)
     assert obj["status"]["state"] == "Offline"
     topology, config = records(kubectl, namespace)
@@ -95,7 +86,7 @@ def test_edits_reach_the_records(kubectl, namespace, operator):
     assert topology["revision"] > before["revision"]
     assert ranges_of(topology) == ranges_of(before)  # edits never move ranges
 
-    kubectl("patch", "cell", "c2", "-n", namespace, "--type=merge", "-p", '{"spec": {"state": "Draining"}}')
+    kubectl.merge_patch("cell", "c2", namespace, {"spec": {"state": "Draining"}})
     eventually(
         lambda: next(c for c in records(kubectl, namespace)[0]["cells"] if c["name"] == "c2")["state"] == "Draining",
         message="draining published",
@@ -189,23 +180,18 @@ def test_immutable_id_and_allocated_range(kubectl, namespace, operator):
     allocated = obj["status"]["sequenceRanges"]
     before, _ = records(kubectl, namespace)
 
-    proc = kubectl("patch", "cell", "c1", "-n", namespace, "--type=merge", "-p", '{"spec": {"id": 5}}', check=False)
+    proc = kubectl.merge_patch("cell", "c1", namespace, {"spec": {"id": 5}}, check=False)
     assert proc.returncode != 0 and "(IdImmutable)" in proc.stderr, proc.stderr
     assert kubectl.get("cell", "c1", namespace)["spec"]["id"] == 1
     assert records(kubectl, namespace)[0]["cells"] == before["cells"]  # old registration stays
 
     moved = [{"minval": 7 * SIZE, "maxval": 8 * SIZE}]
-    proc = kubectl(
-        "patch", "cell", "c1", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"sequenceRanges": moved}}),
-        check=False,
-    )  # fmt: skip
+    proc = kubectl.merge_patch("cell", "c1", namespace, {"spec": {"sequenceRanges": moved}}, check=False)
     assert proc.returncode != 0 and "(RangeImmutable)" in proc.stderr, proc.stderr
     assert records(kubectl, namespace)[0]["cells"] == before["cells"]
 
     grown = [*allocated, {"minval": 7 * SIZE, "maxval": 8 * SIZE}]
-    kubectl(
-        "patch", "cell", "c1", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"sequenceRanges": grown}})
-    )
+    kubectl.merge_patch("cell", "c1", namespace, {"spec": {"sequenceRanges": grown}})
     obj = wait_ready(kubectl, "cell", "c1", namespace)
     assert obj["status"]["sequenceRanges"] == grown
 

@@ -46,7 +46,7 @@ def test_offline_cells_stay_in_the_authoritative_record(kubectl, namespace, oper
     for name in "abc":
         wait_ready(kubectl, "cell", name, namespace)
     _, before = records(kubectl, namespace)
-    kubectl("patch", "cell", "b", "-n", namespace, "--type=merge", "-p", '{"spec": {"state": "Offline"}}')
+    kubectl.merge_patch("cell", "b", namespace, {"spec": {"state": "Offline"}})
     eventually(
         lambda: next(c for c in records(kubectl, namespace)[0]["cells"] if c["name"] == "b")["state"] == "Offline",
         message="Offline published",

@@ -3,8 +3,6 @@ re-allocation: cells re-claim the ranges their status reports."""
 
 from __future__ import annotations
 
-import json
-
 from tests.support.cells import cell_manifest, records, wait_ready
 from tests.support.kubectl import eventually
 from tests.support.rules import CATCH_ALL, SESSION
@@ -21,32 +19,14 @@ def test_hand_edits_and_deletions_are_restored(kubectl, namespace, operator):
     topology_before, config_before = records(kubectl, namespace)
 
     # a hand edit of the router rules, even one that makes them unreadable, is reverted
-    kubectl(
-        "patch",
-        "configmap",
-        "cells-router-rules",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"data": {"session_token.json": "[]"}}),
-    )
+    kubectl.merge_patch("configmap", "cells-router-rules", namespace, {"data": {"session_token.json": "[]"}})
     eventually(
         lambda: kubectl.get("configmap", "cells-router-rules", namespace)["data"] == router_before,
         message="router rules restored",
     )
 
     # a hand edit of config.toml is reverted from the records
-    kubectl(
-        "patch",
-        "configmap",
-        "cells-topology",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"data": {"config.toml": "# emptied by hand\n"}}),
-    )
+    kubectl.merge_patch("configmap", "cells-topology", namespace, {"data": {"config.toml": "# emptied by hand\n"}})
     eventually(lambda: records(kubectl, namespace)[1] == config_before, message="config.toml restored")
 
     # the records deleted: rebuilt, every cell re-claims exactly its ranges (nothing re-allocated)

@@ -102,30 +102,14 @@ def test_last_valid_version_stays_published_until_fixed(kubectl, namespace, oper
     )
     wait_ready(kubectl, "routingrule", "session", namespace)
     good = published(kubectl, namespace)
-    kubectl(
-        "patch",
-        "routingrule",
-        "session",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"match": {"regexValue": "^(?<cell_name>cell-\\d+-.*"}}}),
-    )
+    broken = {"spec": {"match": {"regexValue": "^(?<cell_name>cell-\\d+-.*"}}}
+    kubectl.merge_patch("routingrule", "session", namespace, broken)
     obj = wait_reason(kubectl, "routingrule", "session", namespace, "InvalidPattern")
     assert obj["status"]["liveGeneration"] == 1 and obj["metadata"]["generation"] == 2
     assert "Generation 1 stays published" in ready_condition(obj)["message"]
     assert published(kubectl, namespace) == good
-    kubectl(
-        "patch",
-        "routingrule",
-        "session",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"match": {"regexValue": "^(?<cell_name>cell-\\d+)_.*"}}}),
-    )
+    fixed = {"spec": {"match": {"regexValue": "^(?<cell_name>cell-\\d+)_.*"}}}
+    kubectl.merge_patch("routingrule", "session", namespace, fixed)
     obj = wait_ready(kubectl, "routingrule", "session", namespace)
     assert obj["status"]["liveGeneration"] == 3
     assert published(kubectl, namespace)[0]["match"]["regex_value"] == "^(?<cell_name>cell-\\d+)_.*"
@@ -136,12 +120,12 @@ def test_cell_address_change_and_offline_flow_into_proxy_rules(kubectl, namespac
     kubectl.apply(rule("pin", {"ruleset": "passthrough", "action": "proxy", "proxy": {"cellRef": "cell-2"}}), namespace)
     wait_ready(kubectl, "routingrule", "pin", namespace)
     assert published(kubectl, namespace, "passthrough") == [{"action": "proxy", "proxy": {"address": "old:1"}}]
-    kubectl("patch", "cell", "cell-2", "-n", namespace, "--type=merge", "-p", '{"spec": {"address": "new:2"}}')
+    kubectl.merge_patch("cell", "cell-2", namespace, {"spec": {"address": "new:2"}})
     eventually(
         lambda: published(kubectl, namespace, "passthrough")[0]["proxy"]["address"] == "new:2",
         message="new address in the ruleset",
     )
-    kubectl("patch", "cell", "cell-2", "-n", namespace, "--type=merge", "-p", '{"spec": {"state": "Offline"}}')
+    kubectl.merge_patch("cell", "cell-2", namespace, {"spec": {"state": "Offline"}})
     wait_reason(kubectl, "routingrule", "pin", namespace, "CellNotRoutable")
     assert published(kubectl, namespace, "passthrough")[0]["proxy"]["address"] == "new:2"  # last valid kept
 

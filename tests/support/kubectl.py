@@ -12,6 +12,12 @@ from typing import Any
 from cells_operator.devcluster.assets import find_kubectl
 
 
+def merge_patch_args(kind: str, name: str, patch: dict, subresource: str | None = None) -> list[str]:
+    """``kubectl patch`` arguments for a JSON merge patch (RFC 7386: ``None`` removes a field)."""
+    target = [f"--subresource={subresource}"] if subresource else []
+    return ["patch", kind, name, *target, "--type=merge", "-p", json.dumps(patch)]
+
+
 class KubectlError(RuntimeError):
     def __init__(self, args, proc):
         super().__init__(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -54,6 +60,12 @@ class Kubectl:
                 return None
             raise KubectlError(("get", kind, name), proc)
         return json.loads(proc.stdout)
+
+    def merge_patch(
+        self, kind: str, name: str, namespace: str, patch: dict, subresource: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Merge ``patch`` into one object, as a user's ``kubectl patch --type=merge`` does."""
+        return self(*merge_patch_args(kind, name, patch, subresource), "-n", namespace, check=check)
 
     def wait_crds(self, names: list[str], timeout: float = 60) -> None:
         self("wait", "--for=condition=Established", f"--timeout={int(timeout)}s", *[f"crd/{n}" for n in names])
