@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tests.bench.controlplane import fresh_control_plane
 from tests.bench.dataplane import machine, replace_section
+from tests.support.cells import cell_manifest
 from tests.support.kubectl import KubectlError, eventually
 from tests.support.operator import OperatorProcess
 from tests.support.rules import CATCH_ALL, SESSION
@@ -28,12 +29,7 @@ NS = "churn"
 
 
 def cell(i: int, state: str = "Active") -> dict:
-    return {
-        "apiVersion": "cells.dev/v1alpha1",
-        "kind": "Cell",
-        "metadata": {"name": f"c{i:03}"},
-        "spec": {"id": i, "address": f"cell-{i}.internal:443", "firstCell": i == 1, "state": state},
-    }
+    return cell_manifest(f"c{i:03}", i, address=f"cell-{i}.internal:443", firstCell=i == 1, state=state)
 
 
 def rule(i: int, priority: int) -> dict:

@@ -22,6 +22,7 @@ from cells_operator.config import OperatorConfig
 from tests.bench.controlplane import fresh_control_plane
 from tests.bench.dataplane import machine, replace_section
 from tests.support.audit import audit_writes
+from tests.support.cells import cell_manifest
 from tests.support.kubectl import Kubectl
 from tests.support.operator import OperatorProcess
 from tests.support.rules import CATCH_ALL, SESSION
@@ -33,13 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def objects(kind: str, n: int) -> list[dict]:
     if kind == "cells":
         return [
-            {
-                "apiVersion": "cells.dev/v1alpha1",
-                "kind": "Cell",
-                "metadata": {"name": f"c{i:04}"},
-                "spec": {"id": i, "address": f"cell-{i}.internal:443", "firstCell": i == 1},
-            }
-            for i in range(1, n + 1)
+            cell_manifest(f"c{i:04}", i, address=f"cell-{i}.internal:443", firstCell=i == 1) for i in range(1, n + 1)
         ]
     rules = [
         {

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from cells_operator.records import TOPOLOGY_JSON, content_hash
-from tests.support.cells import wait_ready
+from tests.support.cells import cell_manifest, wait_ready
 from tests.support.kubectl import Kubectl, eventually
 from tests.support.operator import OperatorProcess
 
@@ -190,16 +190,7 @@ def test_from_cluster_sees_what_is_allocated_and_the_kubectl_plugin(kubectl, nam
     kubectl("apply", "-n", namespace, "-f", str(SAMPLES / "cells.yaml"))
     wait_all_ready(kubectl, namespace, ["legacy", "cell-2", "cell-3"], [])
     dup = tmp_path / "dup.yaml"
-    dup.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "cells.dev/v1alpha1",
-                "kind": "Cell",
-                "metadata": {"name": "again"},
-                "spec": {"id": 2, "address": "h:1"},
-            }
-        )
-    )
+    dup.write_text(yaml.safe_dump(cell_manifest("again", 2, address="h:1")))
     # `kubectl cells` finds the kubectl-cells script next to this Python on PATH (the plugin convention)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     env["KUBECONFIG"] = str(kubectl.kubeconfig)

@@ -9,11 +9,13 @@ from typing import Any
 from tests.support.kubectl import Kubectl, eventually
 
 
-def cell_manifest(name: str, id_: int, **spec: Any) -> dict:
+def cell_manifest(name: str, id_: int, *, metadata: dict | None = None, **spec: Any) -> dict:
+    """The one Cell factory of the tests: a Cell ``name`` with ``id_``, an address unless ``spec`` names one,
+    and any other ``spec`` fields (camelCase, as the API has them) and ``metadata`` fields."""
     return {
         "apiVersion": "cells.dev/v1alpha1",
         "kind": "Cell",
-        "metadata": {"name": name},
+        "metadata": {"name": name, **(metadata or {})},
         "spec": {"id": id_, "address": spec.pop("address", f"{name}.cells.svc:8080"), **spec},
     }
 

@@ -23,17 +23,14 @@ from cells_operator.config import FINALIZER, OperatorConfig
 from cells_operator.ranges import DEFAULT_SEQUENCE_SIZE as SIZE
 from cells_operator.topology import CellObject, Topology, plan_topology
 from cells_operator.webhook import advertised_hosts, serving_cert
+from tests.support.cells import cell_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def cell(name: str, id_: int, *, uid: str | None = None, created: str = "2026-01-01T00:00:00Z", **spec) -> dict:
-    return {
-        "apiVersion": "cells.dev/v1alpha1",
-        "kind": "Cell",
-        "metadata": {"name": name, "uid": uid or f"uid-{name}", "creationTimestamp": created, "generation": 1},
-        "spec": {"id": id_, "address": f"{name}.cells.svc:8080", **spec},
-    }
+    metadata = {"uid": uid or f"uid-{name}", "creationTimestamp": created, "generation": 1}
+    return cell_manifest(name, id_, metadata=metadata, **spec)
 
 
 def published(*cells: dict) -> Topology:

@@ -23,21 +23,13 @@ from cells_operator.gitops_cli import build_kubectl_parser, kubectl_main
 from cells_operator.ranges import DEFAULT_SEQUENCE_SIZE as SIZE
 from cells_operator.records import parse_topology_json
 from cells_operator.topology import CellObject, Topology, plan_topology
+from tests.support.cells import cell_manifest as cell
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "deploy" / "samples"
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def cell(name: str, id_: int, **spec) -> dict:
-    return {
-        "apiVersion": "cells.dev/v1alpha1",
-        "kind": "Cell",
-        "metadata": {"name": name},
-        "spec": {"id": id_, "address": f"{name}.cells.svc:8080", **spec},
-    }
-
-
 def rule(name: str, **spec) -> dict:
     return {"apiVersion": "cells.dev/v1alpha1", "kind": "RoutingRule", "metadata": {"name": name}, "spec": spec}
 
