@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,8 @@ from cells_operator.devcluster.cluster import free_port
 from cells_operator.records import render_topology_json
 from cells_operator.rule import RoutingRuleSpec, render_rule
 from cells_operator.topology import CellObject, Topology, plan_topology
-from tests.support.dataplane import router_argv, topology_service_argv
+from tests.support.dataplane import echo_argv, router_argv, topology_service_argv
+from tests.support.process import spawn_logged
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,10 +212,9 @@ def under_attack(echo_port: int, ts_port: int, tmp: Path, requests: int) -> list
         router_port, admin_port = free_port(), free_port()
         rules = tmp / f"attack-{fallback}.json"
         rules.write_text(json.dumps(attack_rules(f"127.0.0.1:{echo_port}", fallback)))
-        router = subprocess.Popen(
+        router = spawn_logged(
             router_argv(rules, f"http://127.0.0.1:{ts_port}", router_port, admin_port, cache_ttl=3600),
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp / f"router-attack-{fallback}.log", "wb"),  # noqa: SIM115 - the child's
+            tmp / f"router-attack-{fallback}.log",
         )
         try:
             wait(f"http://127.0.0.1:{admin_port}/readyz")
@@ -279,22 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     cells = [CellObject("cell-2", "u2", {"id": 2, "address": f"127.0.0.1:{echo_port}", "firstCell": True})]
     (tmp / "topology.json").write_text(render_topology_json(plan_topology(Topology(), cells).records))
     (tmp / "rules.json").write_text(json.dumps(session_rules(10)))
-    py = sys.executable
     procs = [
-        subprocess.Popen(
-            [py, "-m", "cells_dataplane.echo", "--name", "cell-2", "--port", str(echo_port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
-            topology_service_argv(tmp / "topology.json", ts_port, max_age=3600),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-        subprocess.Popen(
+        spawn_logged(echo_argv("cell-2", echo_port), tmp / "echo.log"),
+        spawn_logged(topology_service_argv(tmp / "topology.json", ts_port, max_age=3600), tmp / "topology.log"),
+        spawn_logged(
             router_argv(tmp / "rules.json", f"http://127.0.0.1:{ts_port}", router_port, admin_port, cache_ttl=3600),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            tmp / "router.log",
         ),
     ]
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cells_operator.devcluster.cluster import free_port
 from tests.support.kubectl import eventually
+from tests.support.process import spawn_logged
 
 
 class Process:
@@ -23,17 +24,7 @@ class Process:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Process:
-        log = open(self.logfile, "ab")  # noqa: SIM115 - handed to the child
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        log.close()
+        self.proc = spawn_logged(self.argv, self.logfile, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
 
     def stop(self) -> None:
@@ -73,6 +64,11 @@ def router_argv(rules: Path, topology_service: str, port: int, admin_port: int, 
     ]  # fmt: skip
 
 
+def echo_argv(name: str, port: int) -> list[str]:
+    """``cells_dataplane.echo``: a stand-in cell on loopback that answers with its ``name``."""
+    return [sys.executable, "-m", "cells_dataplane.echo", "--name", name, "--port", str(port)]
+
+
 def wait_http_ok(url: str, timeout: float = 30) -> None:
     def probe():
         try:
@@ -86,11 +82,7 @@ def wait_http_ok(url: str, timeout: float = 30) -> None:
 
 def echo_backend(name: str, logdir: Path) -> tuple[Process, int]:
     port = free_port()
-    proc = Process(
-        f"echo-{name}",
-        [sys.executable, "-m", "cells_dataplane.echo", "--name", name, "--port", str(port)],
-        logdir,
-    ).start()
+    proc = Process(f"echo-{name}", echo_argv(name, port), logdir).start()
     wait_http_ok(f"http://127.0.0.1:{port}/healthz")
     return proc, port
 

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from cells_operator.devcluster.cluster import free_port
+from tests.support.process import spawn_logged
 from tests.support.prometheus import metric_value  # noqa: F401  (re-exported: the tests import it from here)
 
 
@@ -43,15 +44,8 @@ class OperatorProcess:
             **self.env,
         }
         env.pop("KUBERNETES_SERVICE_HOST", None)
-        log = open(self.logfile, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cells_operator.cli", "run", "--verbose", *self.extra_args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        log.close()
+        argv = [sys.executable, "-m", "cells_operator.cli", "run", "--verbose", *self.extra_args]
+        self.proc = spawn_logged(argv, self.logfile, env=env, cwd=None)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye -- the crash the operator must survive."""
