@@ -8,16 +8,10 @@ import json
 
 import pytest
 
-from cells_operator.devcluster.cluster import free_port
-from tests.support.cells import cell_manifest, wait_ready
+from tests.support.cells import cell_manifest
 from tests.support.dataplane import (
-    ConfigMapMirror,
-    Process,
-    echo_backend,
+    DataPlane,
     request,
-    router_argv,
-    topology_service_argv,
-    wait_http_ok,
 )
 from tests.support.kubectl import eventually
 from tests.support.rules import rule_manifest as rule
@@ -50,62 +44,28 @@ RULES = {
 
 @pytest.fixture
 def edge(kubectl, namespace, running_operator, tmp_path, request):
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-    procs: list[Process] = []
-    ports = {}
-    for name in ("cell-1", "cell-2", "cell-3", "default-upstream"):
-        proc, ports[name] = echo_backend(name, logdir)
-        procs.append(proc)
-    kubectl.apply(
-        [
-            cell_manifest("cell-1", 1, address=f"localhost:{ports['cell-1']}", firstCell=True),  # a hostname
-            cell_manifest("cell-2", 2, address=f"127.0.0.1:{ports['cell-2']}"),
-            cell_manifest("cell-3", 3, address=f"127.0.0.1:{ports['cell-3']}"),
-        ],
-        namespace,
-    )
-    kubectl.apply([rule(name, {"ruleset": RULESET, **spec}) for name, spec in RULES.items()], namespace)
-    for name in RULES:
-        wait_ready(kubectl, "routingrule", name, namespace)
-    mounts = tmp_path / "mounts"
-    mirror = ConfigMapMirror(kubectl.kubeconfig, namespace, mounts).start()
-    rules_file = mounts / "cells-router-rules" / f"{RULESET}.json"
-    records_file = mounts / "cells-topology" / "topology.json"
-    eventually(lambda: rules_file.exists() and records_file.exists(), message="ConfigMaps mounted")
-    ts_port = free_port()
-    topology = Process(
-        "topology-service",
-        topology_service_argv(records_file, ts_port, max_age=1, negative_max_age=1, poll=0.2),
-        logdir,
-    ).start()
-    procs.append(topology)
-    routers = {}
-    for name, options in (
-        ("router", {}),
-        ("router-with-default", {"default_upstream": f"127.0.0.1:{ports['default-upstream']}"}),
-    ):
-        port, admin = free_port(), free_port()
-        argv = router_argv(
-            rules_file, f"http://127.0.0.1:{ts_port}", port, admin, cache_ttl=1, negative_ttl=1, poll=0.2, **options
-        )
-        procs.append(Process(name, argv, logdir).start())
-        wait_http_ok(f"http://127.0.0.1:{admin}/readyz")
-        routers[name] = f"http://127.0.0.1:{port}"
-    wait_http_ok(f"http://127.0.0.1:{ts_port}/readyz")
-    yield {
-        **routers,
-        "topology": f"http://127.0.0.1:{ts_port}",
-        "records": records_file,
-        "namespace": namespace,
-    }
-    mirror.stop()
-    for proc in reversed(procs):
-        proc.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for proc in procs:
-            print(f"----- {proc.name} -----\n{proc.log_tail()}")
+    plane = DataPlane(kubectl, namespace, tmp_path)
+    try:
+        plane.echo_cells("cell-1", "cell-2", "cell-3", "default-upstream")
+        cells = [
+            cell_manifest("cell-1", 1, address=f"localhost:{plane.ports['cell-1']}", firstCell=True),  # a hostname
+            cell_manifest("cell-2", 2, address=plane.local("cell-2")),
+            cell_manifest("cell-3", 3, address=plane.local("cell-3")),
+        ]
+        plane.register(cells, [rule(name, {"ruleset": RULESET, **spec}) for name, spec in RULES.items()])
+        rules_file, records_file = plane.mount(RULESET)
+        topology = plane.topology_service(records_file, max_age=1, negative_max_age=1, poll=0.2)
+        routers = {
+            name: plane.router(name, rules_file, topology, cache_ttl=1, negative_ttl=1, poll=0.2, **options)[0]
+            for name, options in (
+                ("router", {}),
+                ("router-with-default", {"default_upstream": plane.local("default-upstream")}),
+            )
+        }
+        yield {**routers, "topology": topology, "records": records_file, "namespace": namespace}
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        plane.stop(show_logs=rep is not None and rep.failed)
 
 
 def through(base: str, path: str = "/", cookie: str | None = None, **headers: str) -> tuple[str, dict, dict]:

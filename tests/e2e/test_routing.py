@@ -10,17 +10,11 @@ import time
 
 import pytest
 
-from cells_operator.devcluster.cluster import free_port
-from tests.support.cells import cell_manifest, wait_ready
+from tests.support.cells import cell_manifest
 from tests.support.dataplane import (
-    ConfigMapMirror,
+    DataPlane,
     HttpResult,
-    Process,
-    echo_backend,
     request,
-    router_argv,
-    topology_service_argv,
-    wait_http_ok,
 )
 from tests.support.kubectl import eventually
 from tests.support.operator import metric_value
@@ -31,75 +25,31 @@ from tests.support.rules import rule_manifest as rule
 @pytest.fixture
 def stack(kubectl, namespace, running_operator, tmp_path, request):
     """Three echo cells registered through the API, the demo rules, and the data plane reading the files."""
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-    procs: list[Process] = []
-    ports = {}
-    for name in ("cell-1", "cell-2", "cell-3", "cell-2b"):
-        proc, ports[name] = echo_backend(name, logdir)
-        procs.append(proc)
-    kubectl.apply(
-        [
-            cell_manifest("cell-1", 1, address=f"127.0.0.1:{ports['cell-1']}", firstCell=True),
-            cell_manifest("cell-2", 2, address=f"127.0.0.1:{ports['cell-2']}"),
-            cell_manifest("cell-3", 3, address=f"127.0.0.1:{ports['cell-3']}"),
-        ],
-        namespace,
-    )
-    kubectl.apply([rule(name, spec) for name, spec in SAMPLE_SPECS.items()], namespace)
-    for name in SAMPLE_SPECS:
-        wait_ready(kubectl, "routingrule", name, namespace)
-
-    mounts = tmp_path / "mounts"
-    mirror = ConfigMapMirror(kubectl.kubeconfig, namespace, mounts).start()
-    eventually(
-        lambda: (
-            (mounts / "cells-router-rules" / "session_token.json").exists()
-            and (mounts / "cells-topology" / "topology.json").exists()
-        ),
-        message="ConfigMaps mounted",
-    )
-    ts_port, router_port, admin_port = free_port(), free_port(), free_port()
-    topology = Process(
-        "topology-service",
-        topology_service_argv(
-            mounts / "cells-topology" / "topology.json", ts_port, max_age=1, negative_max_age=1, poll=0.2
-        ),
-        logdir,
-    ).start()
-    router = Process(
-        "router",
-        router_argv(
-            mounts / "cells-router-rules" / "session_token.json",
-            f"http://127.0.0.1:{ts_port}",
-            router_port,
-            admin_port,
-            cache_ttl=1,
-            negative_ttl=1,
-            poll=0.2,
-            upstream_timeout=2,
-        ),
-        logdir,
-    ).start()
-    procs += [topology, router]
-    wait_http_ok(f"http://127.0.0.1:{ts_port}/readyz")
-    wait_http_ok(f"http://127.0.0.1:{admin_port}/readyz")
-    env = {
-        "router": f"http://127.0.0.1:{router_port}",
-        "admin": f"http://127.0.0.1:{admin_port}",
-        "topology": f"http://127.0.0.1:{ts_port}",
-        "ports": ports,
-        "procs": {p.name: p for p in procs},
-        "namespace": namespace,
-    }
-    yield env
-    mirror.stop()
-    for proc in reversed(procs):
-        proc.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        for proc in procs:
-            print(f"----- {proc.name} -----\n{proc.log_tail()}")
+    plane = DataPlane(kubectl, namespace, tmp_path)
+    try:
+        plane.echo_cells("cell-1", "cell-2", "cell-3", "cell-2b")
+        cells = [
+            cell_manifest("cell-1", 1, address=plane.local("cell-1"), firstCell=True),
+            cell_manifest("cell-2", 2, address=plane.local("cell-2")),
+            cell_manifest("cell-3", 3, address=plane.local("cell-3")),
+        ]
+        plane.register(cells, [rule(name, spec) for name, spec in SAMPLE_SPECS.items()])
+        rules_file, records_file = plane.mount("session_token")
+        topology = plane.topology_service(records_file, max_age=1, negative_max_age=1, poll=0.2)
+        router, admin = plane.router(
+            "router", rules_file, topology, cache_ttl=1, negative_ttl=1, poll=0.2, upstream_timeout=2
+        )
+        yield {
+            "router": router,
+            "admin": admin,
+            "topology": topology,
+            "ports": plane.ports,
+            "procs": plane.procs,
+            "namespace": namespace,
+        }
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        plane.stop(show_logs=rep is not None and rep.failed)
 
 
 def get(stack, path="/", cookie=None, **kwargs):

@@ -12,7 +12,8 @@ import urllib.request
 from pathlib import Path
 
 from cells_operator.devcluster.cluster import free_port
-from tests.support.kubectl import eventually
+from tests.support.cells import wait_ready
+from tests.support.kubectl import Kubectl, eventually
 from tests.support.process import spawn_logged
 
 
@@ -139,3 +140,72 @@ def timed(fn, *args, **kwargs):
     started = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - started
+
+
+class DataPlane:
+    """The e2e data plane, built step by step: echo cells, Cells and rules registered through the API, the
+    operator's ConfigMaps mirrored to files as a kubelet mounts them, then the Topology Service and routers
+    reading those files. Every process is kept by name; :meth:`stop` ends them all, latest first."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str, workdir: Path):
+        self.kubectl = kubectl
+        self.namespace = namespace
+        self.logdir = workdir / "logs"
+        self.logdir.mkdir()
+        self.mounts = workdir / "mounts"
+        self.procs: dict[str, Process] = {}
+        self.ports: dict[str, int] = {}
+        self.mirror: ConfigMapMirror | None = None
+
+    def echo_cells(self, *names: str) -> None:
+        """Start an echo backend a name; its port is ``ports[name]``."""
+        for name in names:
+            proc, self.ports[name] = echo_backend(name, self.logdir)
+            self.procs[proc.name] = proc
+
+    def local(self, name: str) -> str:
+        """The loopback address of echo cell ``name``."""
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def register(self, cells: list[dict], rules: list[dict]) -> None:
+        """Apply ``cells`` and ``rules``; return once every rule is Ready."""
+        self.kubectl.apply(cells, self.namespace)
+        self.kubectl.apply(rules, self.namespace)
+        for rule in rules:
+            wait_ready(self.kubectl, "routingrule", rule["metadata"]["name"], self.namespace)
+
+    def mount(self, ruleset: str) -> tuple[Path, Path]:
+        """Mirror the ConfigMaps to files; (the rules file of ``ruleset``, topology.json) once both exist."""
+        self.mirror = ConfigMapMirror(self.kubectl.kubeconfig, self.namespace, self.mounts).start()
+        rules_file = self.mounts / "cells-router-rules" / f"{ruleset}.json"
+        records_file = self.mounts / "cells-topology" / "topology.json"
+        eventually(lambda: rules_file.exists() and records_file.exists(), message="ConfigMaps mounted")
+        return rules_file, records_file
+
+    def start(self, name: str, argv: list[str], ready: str) -> None:
+        self.procs[name] = Process(name, argv, self.logdir).start()
+        wait_http_ok(ready)
+
+    def topology_service(self, records_file: Path, **options: object) -> str:
+        """Start ``cells-topology-service`` on ``records_file``; its base URL once it is ready."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        self.start("topology-service", topology_service_argv(records_file, port, **options), f"{url}/readyz")
+        return url
+
+    def router(self, name: str, rules_file: Path, topology_service: str, **options: object) -> tuple[str, str]:
+        """Start a ``cells-router`` called ``name``; (its URL, its admin URL) once it is ready."""
+        port, admin = free_port(), free_port()
+        argv = router_argv(rules_file, topology_service, port, admin, **options)
+        self.start(name, argv, f"http://127.0.0.1:{admin}/readyz")
+        return f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
+
+    def stop(self, show_logs: bool = False) -> None:
+        """Stop the mirror and every process, latest first; print their log tails if ``show_logs``."""
+        if self.mirror is not None:
+            self.mirror.stop()
+        for proc in reversed(self.procs.values()):
+            proc.stop()
+        if show_logs:
+            for proc in self.procs.values():
+                print(f"----- {proc.name} -----\n{proc.log_tail()}")
