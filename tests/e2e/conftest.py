@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from tests.support.dataplane import DataPlane
 from tests.support.operator import OperatorProcess
 
 
@@ -24,3 +25,13 @@ def running_operator(control_plane, tmp_path):
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def data_plane(kubectl, namespace, running_operator, tmp_path, request):
+    """A :class:`DataPlane` for the test to build in ``namespace``, with the operator running; stopped after
+    the test (or a failed setup), printing every process's log tail when the test failed."""
+    plane = DataPlane(kubectl, namespace, tmp_path)
+    yield plane
+    rep = getattr(request.node, "rep_call", None)
+    plane.stop(show_logs=rep is not None and rep.failed)

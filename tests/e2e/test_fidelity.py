@@ -10,7 +10,6 @@ import pytest
 
 from tests.support.cells import cell_manifest
 from tests.support.dataplane import (
-    DataPlane,
     request,
 )
 from tests.support.kubectl import eventually
@@ -43,29 +42,25 @@ RULES = {
 
 
 @pytest.fixture
-def edge(kubectl, namespace, running_operator, tmp_path, request):
-    plane = DataPlane(kubectl, namespace, tmp_path)
-    try:
-        plane.echo_cells("cell-1", "cell-2", "cell-3", "default-upstream")
-        cells = [
-            cell_manifest("cell-1", 1, address=f"localhost:{plane.ports['cell-1']}", firstCell=True),  # a hostname
-            cell_manifest("cell-2", 2, address=plane.local("cell-2")),
-            cell_manifest("cell-3", 3, address=plane.local("cell-3")),
-        ]
-        plane.register(cells, [rule(name, {"ruleset": RULESET, **spec}) for name, spec in RULES.items()])
-        rules_file, records_file = plane.mount(RULESET)
-        topology = plane.topology_service(records_file, max_age=1, negative_max_age=1, poll=0.2)
-        routers = {
-            name: plane.router(name, rules_file, topology, cache_ttl=1, negative_ttl=1, poll=0.2, **options)[0]
-            for name, options in (
-                ("router", {}),
-                ("router-with-default", {"default_upstream": plane.local("default-upstream")}),
-            )
-        }
-        yield {**routers, "topology": topology, "records": records_file, "namespace": namespace}
-    finally:
-        rep = getattr(request.node, "rep_call", None)
-        plane.stop(show_logs=rep is not None and rep.failed)
+def edge(data_plane, namespace):
+    plane = data_plane
+    plane.echo_cells("cell-1", "cell-2", "cell-3", "default-upstream")
+    cells = [
+        cell_manifest("cell-1", 1, address=f"localhost:{plane.ports['cell-1']}", firstCell=True),  # a hostname
+        cell_manifest("cell-2", 2, address=plane.local("cell-2")),
+        cell_manifest("cell-3", 3, address=plane.local("cell-3")),
+    ]
+    plane.register(cells, [rule(name, {"ruleset": RULESET, **spec}) for name, spec in RULES.items()])
+    rules_file, records_file = plane.mount(RULESET)
+    topology = plane.topology_service(records_file, max_age=1, negative_max_age=1, poll=0.2)
+    routers = {
+        name: plane.router(name, rules_file, topology, cache_ttl=1, negative_ttl=1, poll=0.2, **options)[0]
+        for name, options in (
+            ("router", {}),
+            ("router-with-default", {"default_upstream": plane.local("default-upstream")}),
+        )
+    }
+    return {**routers, "topology": topology, "records": records_file, "namespace": namespace}
 
 
 def through(base: str, path: str = "/", cookie: str | None = None, **headers: str) -> tuple[str, dict, dict]:

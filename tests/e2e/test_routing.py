@@ -12,7 +12,6 @@ import pytest
 
 from tests.support.cells import cell_manifest
 from tests.support.dataplane import (
-    DataPlane,
     HttpResult,
     request,
 )
@@ -23,33 +22,29 @@ from tests.support.rules import rule_manifest as rule
 
 
 @pytest.fixture
-def stack(kubectl, namespace, running_operator, tmp_path, request):
+def stack(data_plane, namespace):
     """Three echo cells registered through the API, the demo rules, and the data plane reading the files."""
-    plane = DataPlane(kubectl, namespace, tmp_path)
-    try:
-        plane.echo_cells("cell-1", "cell-2", "cell-3", "cell-2b")
-        cells = [
-            cell_manifest("cell-1", 1, address=plane.local("cell-1"), firstCell=True),
-            cell_manifest("cell-2", 2, address=plane.local("cell-2")),
-            cell_manifest("cell-3", 3, address=plane.local("cell-3")),
-        ]
-        plane.register(cells, [rule(name, spec) for name, spec in SAMPLE_SPECS.items()])
-        rules_file, records_file = plane.mount("session_token")
-        topology = plane.topology_service(records_file, max_age=1, negative_max_age=1, poll=0.2)
-        router, admin = plane.router(
-            "router", rules_file, topology, cache_ttl=1, negative_ttl=1, poll=0.2, upstream_timeout=2
-        )
-        yield {
-            "router": router,
-            "admin": admin,
-            "topology": topology,
-            "ports": plane.ports,
-            "procs": plane.procs,
-            "namespace": namespace,
-        }
-    finally:
-        rep = getattr(request.node, "rep_call", None)
-        plane.stop(show_logs=rep is not None and rep.failed)
+    plane = data_plane
+    plane.echo_cells("cell-1", "cell-2", "cell-3", "cell-2b")
+    cells = [
+        cell_manifest("cell-1", 1, address=plane.local("cell-1"), firstCell=True),
+        cell_manifest("cell-2", 2, address=plane.local("cell-2")),
+        cell_manifest("cell-3", 3, address=plane.local("cell-3")),
+    ]
+    plane.register(cells, [rule(name, spec) for name, spec in SAMPLE_SPECS.items()])
+    rules_file, records_file = plane.mount("session_token")
+    topology = plane.topology_service(records_file, max_age=1, negative_max_age=1, poll=0.2)
+    router, admin = plane.router(
+        "router", rules_file, topology, cache_ttl=1, negative_ttl=1, poll=0.2, upstream_timeout=2
+    )
+    return {
+        "router": router,
+        "admin": admin,
+        "topology": topology,
+        "ports": plane.ports,
+        "procs": plane.procs,
+        "namespace": namespace,
+    }
 
 
 def get(stack, path="/", cookie=None, **kwargs):
