@@ -131,76 +131,110 @@ def _size(data: Mapping[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
 
 
+@dataclass(frozen=True)
+class Desired:
+    """What one rule asks to publish now: its element, or the problem that stops it, and its ruleset."""
+
+    live: LiveRule | None
+    problem: Problem | None
+    ruleset: str | None
+
+
+# A rule's choice: what is published for it (new, last valid, or nothing) and what it reports.
+Choice = tuple[LiveRule | None, Problem | None]
+
+
+def desire(obj: RuleObject, topology: Topology) -> Desired:
+    """Parse and render one rule against the records."""
+    spec, problem = parse_rule_spec(dict(obj.spec))
+    if spec is None:
+        return Desired(None, problem, None)
+    element, problem = render_rule(spec, topology)
+    if element is None:
+        return Desired(None, problem, spec.ruleset)
+    return Desired(
+        LiveRule(obj.name, obj.uid, obj.generation, spec.priority, spec.ruleset, element), None, spec.ruleset
+    )
+
+
+def choose_one(desired: Desired, old: LiveRule | None, frozen: set[str], limit: int) -> Choice:
+    """The new element if valid, else the last valid one; a rule touching a ``frozen`` (too large) ruleset
+    keeps what is published and says why."""
+    new, problem = desired.live, desired.problem
+    touches_frozen = (new is not None and new.ruleset in frozen) or (old is not None and old.ruleset in frozen)
+    if touches_frozen and new != old:
+        too_large = Problem(
+            "RulesetTooLarge",
+            f"publishing this change would exceed the ConfigMap limit of {limit} bytes",
+        )
+        return old, problem or too_large
+    if new is not None:
+        return new, None
+    return old, problem  # last valid version, if there is one
+
+
+def choose(
+    rules: Sequence[RuleObject],
+    desired: Mapping[str, Desired],
+    previous: PublishedRules,
+    frozen: set[str],
+    limit: int,
+) -> dict[str, Choice]:
+    return {obj.uid: choose_one(desired[obj.uid], previous.live.get(obj.uid), frozen, limit) for obj in rules}
+
+
+def _render_chosen(chosen: Mapping[str, Choice]) -> tuple[dict[str, str], dict[str, list[LiveRule]]]:
+    return _render([live for live, _ in chosen.values() if live is not None])
+
+
+def changed_rulesets(
+    data: Mapping[str, str], by_set: Mapping[str, list[LiveRule]], previous: PublishedRules
+) -> set[str]:
+    """The rulesets whose text differs from what is published (added, changed or emptied)."""
+    return {rs for rs in set(by_set) | set(previous.texts) if data.get(rs + RULESET_SUFFIX) != previous.texts.get(rs)}
+
+
+def verdict(
+    obj: RuleObject,
+    choice: Choice,
+    desired: Desired,
+    by_set: Mapping[str, list[LiveRule]],
+    hashes: Mapping[str, str],
+) -> RuleVerdict:
+    """Where one rule stands in what is published: its position, and whether its ruleset ends in a catch-all."""
+    live, problem = choice
+    if live is None:
+        return RuleVerdict(name=obj.name, ruleset=desired.ruleset, live=None, problem=problem)
+    ordered = by_set[live.ruleset]
+    position = next(i for i, r in enumerate(ordered) if r.uid == obj.uid)
+    return RuleVerdict(
+        name=obj.name,
+        ruleset=live.ruleset,
+        live=live,
+        problem=problem,
+        position=position,
+        content_hash=hashes.get(live.ruleset),
+        catch_all="match" not in ordered[-1].element,
+        last_in_ruleset=position == len(ordered) - 1,
+    )
+
+
 def plan_rulesets(
     rules: Sequence[RuleObject],
     topology: Topology,
     previous: PublishedRules,
     limit: int = MAX_CONFIGMAP_BYTES,
 ) -> RulesPlan:
-    desired: dict[str, tuple[LiveRule | None, Problem | None, str | None]] = {}
-    for obj in rules:
-        spec, problem = parse_rule_spec(dict(obj.spec))
-        element = None
-        if spec is not None:
-            element, problem = render_rule(spec, topology)
-        if element is not None and spec is not None:
-            desired[obj.uid] = (
-                LiveRule(obj.name, obj.uid, obj.generation, spec.priority, spec.ruleset, element),
-                None,
-                spec.ruleset,
-            )
-        else:
-            desired[obj.uid] = (None, problem, spec.ruleset if spec else None)
-
-    def choose(frozen: set[str]) -> dict[str, tuple[LiveRule | None, Problem | None]]:
-        chosen: dict[str, tuple[LiveRule | None, Problem | None]] = {}
-        for obj in rules:
-            new, problem, _ = desired[obj.uid]
-            old = previous.live.get(obj.uid)
-            touches_frozen = (new is not None and new.ruleset in frozen) or (old is not None and old.ruleset in frozen)
-            if touches_frozen and new != old:
-                too_large = Problem(
-                    "RulesetTooLarge",
-                    f"publishing this change would exceed the ConfigMap limit of {limit} bytes",
-                )
-                chosen[obj.uid] = (old, problem or too_large)
-            elif new is not None:
-                chosen[obj.uid] = (new, None)
-            else:
-                chosen[obj.uid] = (old, problem)  # last valid version, if there is one
-        return chosen
-
-    chosen = choose(set())
-    data, by_set = _render([live for live, _ in chosen.values() if live is not None])
+    """Desired elements, the choice of each rule, the rendered ConfigMap; over ``limit``, every ruleset the
+    change touches is frozen as published and the choice made again; then each rule's verdict."""
+    desired = {obj.uid: desire(obj, topology) for obj in rules}
+    chosen = choose(rules, desired, previous, set(), limit)
+    data, by_set = _render_chosen(chosen)
     too_large: list[str] = []
     if _size(data) > limit:
-        # Keep every ruleset this change touches exactly as it was published.
-        changed = {
-            rs for rs in set(by_set) | set(previous.texts) if data.get(rs + RULESET_SUFFIX) != previous.texts.get(rs)
-        }
-        too_large = sorted(changed)
-        chosen = choose(changed)
-        data, by_set = _render([live for live, _ in chosen.values() if live is not None])
-
+        too_large = sorted(changed_rulesets(data, by_set, previous))
+        chosen = choose(rules, desired, previous, set(too_large), limit)
+        data, by_set = _render_chosen(chosen)
     hashes = {rs: content_hash(data[rs + RULESET_SUFFIX]) for rs in by_set}
-    verdicts: dict[str, RuleVerdict] = {}
-    for obj in rules:
-        live, problem = chosen[obj.uid]
-        position = catch_all = None
-        last = False
-        if live is not None:
-            ordered = by_set[live.ruleset]
-            position = next(i for i, r in enumerate(ordered) if r.uid == obj.uid)
-            catch_all = "match" not in ordered[-1].element
-            last = position == len(ordered) - 1
-        verdicts[obj.name] = RuleVerdict(
-            name=obj.name,
-            ruleset=live.ruleset if live else desired[obj.uid][2],
-            live=live,
-            problem=problem,
-            position=position,
-            content_hash=hashes.get(live.ruleset) if live else None,
-            catch_all=True if catch_all is None else catch_all,
-            last_in_ruleset=last,
-        )
+    verdicts = {obj.name: verdict(obj, chosen[obj.uid], desired[obj.uid], by_set, hashes) for obj in rules}
     return RulesPlan(data, hashes, verdicts, too_large, _size(data))
