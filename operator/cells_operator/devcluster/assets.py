@@ -638,6 +638,12 @@ def _stream(cmd: list[str], env: dict[str, str], cwd: Path, log: Log, started: f
         raise AssetError(f"{what} build failed:\n" + "\n".join(tail))
 
 
+def _go_build(go: Path, packages: list[str], output: str, ldflags: str) -> list[str]:
+    """``go build`` as both builds run it: module mode, no local paths in the binaries, every package
+    reported (``-v``) so that :func:`_stream` can show progress; ``output`` ending in ``/`` is a folder."""
+    return [str(go), "build", "-mod=mod", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", output, *packages]
+
+
 def build_from_modules(version: str, log: Log = _stderr) -> Path:
     """Build etcd, kube-apiserver, kube-controller-manager and kubectl of ``version`` into its cache.
 
@@ -694,43 +700,12 @@ def build_from_modules(version: str, log: Log = _stderr) -> Path:
         out = work / "out"
         out.mkdir(exist_ok=True)
         log(f"step 2/4: go build etcd v{etcd_version}")
-        _stream(
-            [
-                str(tc.go),
-                "build",
-                "-mod=mod",
-                "-v",
-                "-trimpath",
-                "-ldflags=-s -w",
-                "-o",
-                str(out / "etcd"),
-                "go.etcd.io/etcd/server/v3",
-            ],
-            env,
-            edir,
-            log,
-            started,
-            "etcd",
-        )
+        etcd = _go_build(tc.go, ["go.etcd.io/etcd/server/v3"], str(out / "etcd"), "-s -w")
+        _stream(etcd, env, edir, log, started, "etcd")
         log("step 3/4: go build kube-apiserver kube-controller-manager kubectl (the long one)")
-        _stream(
-            [
-                str(tc.go),
-                "build",
-                "-mod=mod",
-                "-v",
-                "-trimpath",
-                f"-ldflags={_ldflags(version, build_date)}",
-                "-o",
-                str(out) + "/",
-                *(f"k8s.io/kubernetes/cmd/{b}" for b in KUBERNETES_BINARIES),
-            ],
-            env,
-            kdir,
-            log,
-            started,
-            "kubernetes",
-        )
+        commands = [f"k8s.io/kubernetes/cmd/{b}" for b in KUBERNETES_BINARIES]
+        kubernetes = _go_build(tc.go, commands, str(out) + "/", _ldflags(version, build_date))
+        _stream(kubernetes, env, kdir, log, started, "kubernetes")
         log("step 4/4: installing into the cache")
         bindir.mkdir(parents=True, exist_ok=True)
         for name in wanted:
