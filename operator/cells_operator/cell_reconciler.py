@@ -16,10 +16,11 @@ from kubernetes.client.exceptions import ApiException
 
 from . import base_config
 from . import conditions as cond
+from .actions import Action, PostEvent, SetFinalizers, WriteStatus, execute, execute_each
 from .cell import PLURAL as CELLS
 from .cell import Problem
 from .config import FINALIZER, OperatorConfig
-from .kube import ConfigMapState, Kube, for_each
+from .kube import ConfigMapState, Kube
 from .publish import PublishConflicts, publish_configmap
 from .records import TOPOLOGY_JSON, RecordsError, content_hash, parse_topology_json, render_records
 from .topology import CellObject, CellVerdict, Change, Topology, TopologyPlan, plan_topology
@@ -118,6 +119,78 @@ def report(
     return status, cell_events(verdict, previous)
 
 
+def finalizers_after(obj: dict[str, Any], verdict: CellVerdict) -> tuple[str, ...] | None:
+    """The Cell's finalizer list after this verdict (None: unchanged). A Cell released by the planner
+    loses ours; any other Cell not being deleted gets it, so its records outlive no reference to it."""
+    finalizers = tuple((obj["metadata"].get("finalizers")) or ())
+    if verdict.release:
+        return tuple(f for f in finalizers if f != FINALIZER) if FINALIZER in finalizers else None
+    if not verdict.deleting and FINALIZER not in finalizers:
+        return (*finalizers, FINALIZER)
+    return None
+
+
+def plan_report(obj: dict[str, Any], verdict: CellVerdict) -> list[Action]:
+    """What to write on one Cell after the records were published: finalizer, then status and Events.
+    A released Cell only loses its finalizer (it is about to disappear)."""
+    actions: list[Action] = []
+    finalizers = finalizers_after(obj, verdict)
+    if finalizers is not None:
+        actions.append(SetFinalizers(CELLS, obj, finalizers))
+    if verdict.release:
+        return actions
+    status, events = report(verdict, obj["metadata"].get("generation", 1), obj.get("status") or {})
+    if status is not None:
+        actions.append(WriteStatus(CELLS, obj, status))
+    actions.extend(PostEvent(obj, event) for event in events)
+    return actions
+
+
+def plan_change_events(changes: list[Change], by_name: dict[str, dict[str, Any]]) -> list[Action]:
+    """Events for what the records publish changed (``Registered``, ranges, retirement), on Cells that exist."""
+    return [
+        PostEvent(by_name[c.name], cond.Event(c.reason, c.message, c.warning)) for c in changes if c.name in by_name
+    ]
+
+
+def needs_a_person(reason: str) -> bool:
+    """Records unreadable or base config unusable: Stalled (a person must act), not Reconciling."""
+    return reason == RECORDS_UNREADABLE or reason in base_config.REASONS
+
+
+def plan_unpublished(obj: dict[str, Any], reason: str, error: str) -> list[Action]:
+    """The records could not be written or read: say so on the Cell, claim nothing (the rest of its status,
+    which describes what is still published, stays). A Warning only for a base config problem, once."""
+    meta = obj["metadata"]
+    previous = obj.get("status") or {}
+    generation = meta.get("generation", 1)
+    conds = cond.stalled(reason, error) if needs_a_person(reason) else cond.reconciling(reason, error)
+    status = {
+        **previous,
+        "observedGeneration": generation,
+        "conditions": cond.merge_conditions(previous.get("conditions"), conds, generation),
+    }
+    if not cond.status_differs(previous, status):
+        return []
+    actions: list[Action] = [WriteStatus(CELLS, obj, status, announce=False)]
+    if reason in base_config.REASONS and cond.ready_reason(previous) != reason:
+        actions.append(PostEvent(obj, cond.Event(reason, error, warning=True)))
+    return actions
+
+
+def namespace_terminating(exc: ApiException, cells: list[CellObject]) -> bool:
+    """The records could not be created because the namespace is being deleted (the API server answers a
+    create there with 403 "... because it is being terminated") and every Cell is being deleted with it."""
+    return exc.status == 403 and "being terminated" in str(exc.body) and all(c.deleting for c in cells)
+
+
+def released(cells: list[CellObject]) -> CellsResult:
+    """Nothing left to publish or protect: every Cell's finalizer may go, so they do not hold the namespace."""
+    return CellsResult(
+        Topology(), verdicts={c.name: CellVerdict(c.name, None, deleting=True, release=True) for c in cells}
+    )
+
+
 class CellReconciler:
     def __init__(self, kube: Kube, config: OperatorConfig):
         self.kube = kube
@@ -144,12 +217,8 @@ class CellReconciler:
         except PublishConflicts as exc:
             return CellsResult(None, error=str(exc), error_reason=PUBLISH_FAILED)
         except ApiException as exc:
-            if exc.status == 403 and "being terminated" in str(exc.body) and all(c.deleting for c in cells):
-                # The whole namespace is being deleted and its records are already gone: there is
-                # nothing left to publish or protect, and the finalizers must not hold the namespace.
-                return CellsResult(
-                    Topology(), verdicts={c.name: CellVerdict(c.name, None, deleting=True, release=True) for c in cells}
-                )
+            if namespace_terminating(exc, cells):
+                return released(cells)  # the namespace is going, and its records are already gone
             raise
         changes = out.plan.changes if out.written else []
         return CellsResult(out.plan.records, out.written, out.conflicts, out.bytes, out.plan.verdicts, changes)
@@ -166,37 +235,19 @@ class CellReconciler:
             # Nothing is published while the base is unusable: the last published config.toml stays.
             # (When every Cell is being deleted there is nothing left to protect: publish without it.)
             message = f"{problem.message}; nothing is published until it is fixed, the last published config.toml stays"
-            self._report_unpublished(by_name, problem.reason, message)
+            self._execute([plan_unpublished(obj, problem.reason, message) for obj in cell_objs])
             return CellsResult(None, error=message, error_reason=problem.reason)
         result = self.publish(namespace, cells, deletion_blockers(rules), base)
         if result.error is not None:
-            self._report_unpublished(by_name, result.error_reason or PUBLISH_FAILED, result.error)
+            reason = result.error_reason or PUBLISH_FAILED
+            self._execute([plan_unpublished(obj, reason, result.error) for obj in cell_objs])
             return result
-        for change in result.changes:
-            if change.name in by_name:
-                self.kube.post_event(by_name[change.name], change.reason, change.message, change.warning)
-        for_each(
-            list(result.verdicts.items()),
-            lambda item: self._report(by_name[item[0]], item[1]),
-            self.config.report_concurrency,
-        )
+        execute(self.kube, plan_change_events(result.changes, by_name))
+        self._execute([plan_report(by_name[name], verdict) for name, verdict in result.verdicts.items()])
         return result
 
-    def _report(self, obj: dict[str, Any], verdict: CellVerdict) -> None:
-        meta = obj["metadata"]
-        previous = obj.get("status") or {}
-        finalizers = list(meta.get("finalizers") or [])
-        if verdict.release:
-            if FINALIZER in finalizers:
-                self.kube.set_finalizers(CELLS, obj, [f for f in finalizers if f != FINALIZER])
-            return
-        if not verdict.deleting and FINALIZER not in finalizers:
-            self.kube.set_finalizers(CELLS, obj, [*finalizers, FINALIZER])
-        status, events = report(verdict, meta.get("generation", 1), previous)
-        if status is not None:
-            self.kube.write_status(CELLS, obj, status)
-        for event in events:
-            self.kube.post_event(obj, event.reason, event.message, warning=event.warning)
+    def _execute(self, plans: list[list[Action]]) -> None:
+        execute_each(self.kube, plans, self.config.report_concurrency)
 
     def _base_config(self, namespace: str) -> tuple[str | None, Problem | None]:
         """The base config.toml named by ``--base-config-configmap`` (None: not configured), or its problem."""
@@ -205,22 +256,3 @@ class CellReconciler:
             return None, None
         current = self.kube.read_configmap(namespace, name)
         return base_config.check_base(name, current.data if current.resource_version is not None else None)
-
-    def _report_unpublished(self, by_name: dict[str, dict], reason: str, error: str) -> None:
-        """The records could not be written or read: say so on every Cell, claim nothing."""
-        # A person must act (fix the records or the base config): Stalled, with an Event on the change.
-        needs_a_person = reason == RECORDS_UNREADABLE or reason in base_config.REASONS
-        for obj in by_name.values():
-            meta = obj["metadata"]
-            previous = obj.get("status") or {}
-            conds = cond.stalled(reason, error) if needs_a_person else cond.reconciling(reason, error)
-            status = {
-                **previous,
-                "observedGeneration": meta.get("generation", 1),
-                "conditions": cond.merge_conditions(previous.get("conditions"), conds, meta.get("generation", 1)),
-            }
-            if cond.status_differs(previous, status):
-                self.kube.patch_status(CELLS, meta["namespace"], meta["name"], status)
-                old_reason = (cond.condition(previous, cond.READY) or {}).get("reason")
-                if reason in base_config.REASONS and old_reason != reason:
-                    self.kube.post_event(obj, reason, error, warning=True)

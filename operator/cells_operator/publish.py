@@ -36,6 +36,31 @@ def merge_annotations(current: dict[str, str], annotations: dict[str, str | None
     return {k: v for k, v in {**current, **annotations}.items() if v is not None}
 
 
+@dataclass(frozen=True)
+class ConfigMapWrite:
+    """What to write over ``current``: ``needed`` False when it is already published exactly."""
+
+    data: dict[str, str]
+    annotations: dict[str, str]
+    resource_version: str | None
+    size: int
+    needed: bool
+
+
+def data_size(data: dict[str, str]) -> int:
+    """Bytes of ``data`` as the API server counts them against its 1 MiB limit (keys plus values)."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
+
+
+def plan_write(current: ConfigMapState, data: dict[str, str], annotations: dict[str, str | None]) -> ConfigMapWrite:
+    """The write of ``data`` and ``annotations`` (merged over the current ones) at the resourceVersion read.
+    Nothing is written when the ConfigMap exists with exactly that content (an absent one is created,
+    even empty: its existence says that something was published)."""
+    merged = merge_annotations(current.annotations, annotations)
+    unchanged = current.resource_version is not None and current.data == data and merged == current.annotations
+    return ConfigMapWrite(data, merged, current.resource_version, data_size(data), not unchanged)
+
+
 def publish_configmap(
     kube: Kube,
     namespace: str,
@@ -44,20 +69,21 @@ def publish_configmap(
     retries: int,
 ) -> Published[T]:
     """``plan(current) -> (data, annotations, result)``; ``annotations`` are merged over the existing ones
-    (a None value removes that annotation)."""
+    (a None value removes that annotation). Read -> plan -> write at the read resourceVersion; a conflict
+    (someone wrote in between, or created it first, or deleted it) re-reads and re-plans. Any other API
+    error (422 for content over the API server's limits, 403 in a namespace being deleted) is raised."""
     conflicts = 0
     for _ in range(retries):
         current = kube.read_configmap(namespace, name)
         data, annotations, result = plan(current)
-        size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
-        merged = merge_annotations(current.annotations, annotations)
-        if current.resource_version is not None and current.data == data and merged == current.annotations:
-            return Published(result, False, conflicts, size)
+        write = plan_write(current, data, annotations)
+        if not write.needed:
+            return Published(result, False, conflicts, write.size)
         try:
-            kube.write_configmap(namespace, name, data, merged, current.resource_version)
+            kube.write_configmap(namespace, name, write.data, write.annotations, write.resource_version)
         except Conflict:
             conflicts += 1
             log.info("configmap %s/%s changed concurrently; re-planning", namespace, name)
             continue
-        return Published(result, True, conflicts, size)
+        return Published(result, True, conflicts, write.size)
     raise PublishConflicts(f"configmap {namespace}/{name}: gave up after {conflicts} write conflicts")

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import conditions as cond
+from .actions import Action, PostEvent, WriteStatus, execute_each
 from .config import OperatorConfig
-from .kube import ConfigMapState, Kube, for_each
+from .kube import ConfigMapState, Kube
 from .publish import publish_configmap
 from .rule import PLURAL as RULES
 from .rulesets import PublishedRules, RuleObject, RulesError, RulesPlan, RuleVerdict, parse_published, plan_rulesets
@@ -153,6 +154,22 @@ def report(
     return status, rule_events(verdict, previous)
 
 
+def plan_report(obj: dict[str, Any], verdict: RuleVerdict) -> list[Action]:
+    """What to write on one RoutingRule after the router ConfigMap was published: its status when it
+    changed, and the Events of its transitions. RoutingRules carry no finalizer: the published router
+    ConfigMap is rebuilt from the rules that exist, so a deleted rule needs no clean-up of its own."""
+    assert verdict.live is None or verdict.ruleset is not None
+    status, events = report(verdict, obj["metadata"].get("generation", 1), obj.get("status") or {})
+    if status is None:
+        return []
+    return [WriteStatus(RULES, obj, status), *(PostEvent(obj, event) for event in events)]
+
+
+def live_rules(rule_objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules to publish: those not being deleted."""
+    return [o for o in rule_objs if not o["metadata"].get("deletionTimestamp")]
+
+
 class RuleReconciler:
     def __init__(self, kube: Kube, config: OperatorConfig):
         self.kube = kube
@@ -177,22 +194,10 @@ class RuleReconciler:
         return RulesResult(out.plan, out.written, out.conflicts, out.bytes)
 
     def reconcile(self, namespace: str, rule_objs: list[dict], topology: Topology) -> RulesResult:
-        live_objs = [o for o in rule_objs if not o["metadata"].get("deletionTimestamp")]
+        live_objs = live_rules(rule_objs)
         if not live_objs and self.kube.read_configmap(namespace, self.config.router_configmap).resource_version is None:
             return RulesResult(RulesPlan({}, {}, {}))  # no rules and nothing published: create nothing
         result = self.publish(namespace, [rule_object(o) for o in live_objs], topology)
-        for_each(
-            live_objs,
-            lambda obj: self._report(obj, result.plan.verdicts[obj["metadata"]["name"]]),
-            self.config.report_concurrency,
-        )
+        plans = [plan_report(obj, result.plan.verdicts[obj["metadata"]["name"]]) for obj in live_objs]
+        execute_each(self.kube, plans, self.config.report_concurrency)
         return result
-
-    def _report(self, obj: dict[str, Any], verdict: RuleVerdict) -> None:
-        assert verdict.live is None or verdict.ruleset is not None
-        status, events = report(verdict, obj["metadata"].get("generation", 1), obj.get("status") or {})
-        if status is None:
-            return
-        self.kube.write_status(RULES, obj, status)
-        for event in events:
-            self.kube.post_event(obj, event.reason, event.message, warning=event.warning)
