@@ -172,7 +172,9 @@ class FakeKube(Kube):
 
     def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [copy.deepcopy(o) for (p, ns, _), o in sorted(self.objects.items()) if p == plural and ns == namespace]
+            return [
+                copy.deepcopy(o) for (p, ns, _), o in sorted(self.objects.items()) if p == plural and ns == namespace
+            ]
 
     def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> bool:
         self._count_write()
@@ -198,7 +200,9 @@ class FakeKube(Kube):
                 raise Conflict(f"{plural}/{meta['name']} changed while updating finalizers")
             before = stored["metadata"].get("finalizers") or []
             if stored["metadata"].get("deletionTimestamp") and set(finalizers) - set(before):
-                raise api_error(422, "Invalid", "Forbidden: no new finalizers can be added if the object is being deleted")
+                raise api_error(
+                    422, "Invalid", "Forbidden: no new finalizers can be added if the object is being deleted"
+                )
             if stored["metadata"].get("deletionTimestamp") and not finalizers:
                 del self.objects[key]
                 return True

@@ -127,7 +127,9 @@ def test_a_base_config_problem_stalls_with_one_warning():
     # a new message for the same reason: the status says it, no second Warning
     reworded = cell_reconciler.plan_unpublished(cell(status=actions[0].status), BASE_CONFIG_NOT_FOUND, "no")
     assert kinds(reworded) == ["WriteStatus"]
-    same = cell_reconciler.plan_unpublished(cell(status=actions[0].status), BASE_CONFIG_NOT_FOUND, "no ConfigMap 'base'")
+    same = cell_reconciler.plan_unpublished(
+        cell(status=actions[0].status), BASE_CONFIG_NOT_FOUND, "no ConfigMap 'base'"
+    )
     assert same == []
 
 

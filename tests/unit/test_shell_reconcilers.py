@@ -1,0 +1,272 @@
+"""The reconcilers, end to end against an in-memory API (tests/support/fake_kube.py): what each pass
+writes, that a converged namespace costs no write, and what happens on each answer the API server can
+give. The integration tier proves the same against a real kube-apiserver."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from cells_operator.base_config import BASE_CONFIG_NOT_FOUND
+from cells_operator.cell_reconciler import PUBLISH_FAILED, RECORDS_UNREADABLE
+from cells_operator.config import FINALIZER, OperatorConfig
+from cells_operator.kube import Conflict
+from cells_operator.leader import NotLeader
+from cells_operator.metrics import OperatorMetrics
+from cells_operator.reconciler import NamespaceReconciler
+from tests.support.cells import cell_manifest, ready_condition
+from tests.support.fake_kube import MAX_CONFIGMAP_BYTES, FakeKube
+from tests.support.rules import CATCH_ALL, rule_manifest
+
+NS = "ns"
+CONFIG = OperatorConfig(report_concurrency=1, conflict_retries=4)
+TOPOLOGY, ROUTER = CONFIG.topology_configmap, CONFIG.router_configmap
+
+
+def add_cell(kube: FakeKube, name: str, id_: int, **spec) -> None:
+    kube.add("cells", {**cell_manifest(name, id_, **spec), "metadata": {"name": name, "namespace": NS}})
+
+
+def add_rule(kube: FakeKube, name: str, spec: dict) -> None:
+    kube.add("routingrules", {**rule_manifest(name, spec), "metadata": {"name": name, "namespace": NS}})
+
+
+def proxy_to(cell: str, priority: int = 10) -> dict:
+    return {"ruleset": "session_token", "priority": priority, "action": "proxy", "proxy": {"cellRef": cell}}
+
+
+def reason(kube: FakeKube, plural: str, name: str) -> tuple[str, str]:
+    ready = ready_condition(kube.get(plural, NS, name))
+    return ready.get("status"), ready.get("reason")
+
+
+def verbs(kube: FakeKube) -> list[tuple[str, str]]:
+    out = list(kube.requests)
+    kube.requests.clear()
+    return out
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture
+def reconcile(kube):
+    return NamespaceReconciler(kube, CONFIG, OperatorMetrics())
+
+
+def test_an_empty_namespace_creates_nothing(kube, reconcile):
+    assert reconcile(NS) is False
+    assert kube.requests == [] and kube.configmaps == {}
+
+
+def test_new_cells_and_rules_are_published_then_reported_and_a_second_pass_writes_nothing(kube, reconcile):
+    add_cell(kube, "cell-1", 1)
+    add_cell(kube, "cell-2", 2)
+    add_rule(kube, "to-cell-2", proxy_to("cell-2"))
+    add_rule(kube, "catch-all", CATCH_ALL)
+    assert reconcile(NS) is True
+    requests = verbs(kube)
+    # the records first, and only then does any Cell say Ready (a status never claims what is not published)
+    assert requests[0] == ("write_configmap", TOPOLOGY)
+    assert requests.index(("write_configmap", ROUTER)) > requests.index(("patch_status", "cells/cell-2"))
+    for name in ("cell-1", "cell-2"):
+        assert reason(kube, "cells", name) == ("True", "Registered")
+        assert kube.get("cells", NS, name)["metadata"]["finalizers"] == [FINALIZER]
+        assert kube.events_for(name) == [("Normal", "Registered")]
+    for name in ("to-cell-2", "catch-all"):
+        assert reason(kube, "routingrules", name) == ("True", "Published")
+        assert kube.events_for(name) == []  # ADR 0015: the first publish is no Event
+    assert reconcile(NS) is True
+    assert verbs(kube) == []  # converged: not one write
+    assert reconcile.metrics.registry.get_sample_value("cells_operator_api_writes_total") == len(requests)
+
+
+def test_a_status_is_written_when_it_changes_only(kube, reconcile):
+    add_cell(kube, "cell-1", 1)
+    reconcile(NS)
+    verbs(kube)
+    kube.edit("cells", NS, "cell-1", lambda o: o["metadata"].setdefault("labels", {}).update(team="a"))
+    reconcile(NS)
+    assert verbs(kube) == []  # a label is no change to what is published or reported
+    kube.edit("cells", NS, "cell-1", lambda o: o["spec"].update(state="Draining"))
+    reconcile(NS)
+    assert ("patch_status", "cells/cell-1") in verbs(kube)
+    assert kube.get("cells", NS, "cell-1")["status"]["observedGeneration"] == 2
+
+
+def test_a_conflict_on_the_records_is_replanned_in_the_same_pass(kube, reconcile):
+    add_cell(kube, "cell-1", 1)
+    reconcile(NS)
+    add_cell(kube, "cell-2", 2)
+    current = kube.read_configmap(NS, TOPOLOGY)
+    # another replica rewrites the records between our read and our write
+    kube.before_configmap_write.append(
+        lambda: kube.put_configmap(NS, TOPOLOGY, current.data, {**current.annotations, "touched": "yes"})
+    )
+    reconcile(NS)
+    assert (
+        reconcile.metrics.registry.get_sample_value("cells_operator_publish_conflicts_total", {"output": "records"})
+        == 1
+    )
+    assert reason(kube, "cells", "cell-2") == ("True", "Registered")
+    assert kube.read_configmap(NS, TOPOLOGY).annotations["touched"] == "yes"  # theirs kept, ours merged over
+
+
+def test_a_conflict_on_a_finalizer_fails_the_pass_and_the_next_pass_replans(kube, reconcile):
+    """The finalizer patch carries the resourceVersion that was read: an edit in between is a 409, the
+    pass fails (the loop retries it), and the next pass plans from a fresh read."""
+    add_cell(kube, "cell-1", 1)
+    stale = kube.list_objects("cells", NS)
+    kube.edit("cells", NS, "cell-1", lambda o: o["metadata"].setdefault("labels", {}).update(team="a"))
+    with pytest.raises(Conflict):
+        reconcile.cells.reconcile(NS, stale, [])
+    reconcile(NS)
+    assert kube.get("cells", NS, "cell-1")["metadata"]["finalizers"] == [FINALIZER]
+    assert reason(kube, "cells", "cell-1") == ("True", "Registered")
+
+
+def test_deleting_a_cell_retires_it_then_releases_its_finalizer(kube, reconcile):
+    add_cell(kube, "cell-1", 1)
+    add_cell(kube, "cell-2", 2)
+    reconcile(NS)
+    kube.delete("cells", NS, "cell-2")
+    reconcile(NS)
+    assert kube.get("cells", NS, "cell-2") is None  # last finalizer removed: the API server deletes it
+    topology = json.loads(kube.read_configmap(NS, TOPOLOGY).data["topology.json"])
+    assert [c["name"] for c in topology["cells"]] == ["cell-1"]
+    assert kube.events_for("cell-2")[-1] == ("Normal", "Deregistered")
+
+
+def test_a_cell_a_rule_proxies_to_keeps_its_finalizer_until_the_rule_goes(kube, reconcile):
+    add_cell(kube, "cell-1", 1)
+    add_cell(kube, "cell-2", 2)
+    add_rule(kube, "to-cell-2", proxy_to("cell-2"))
+    reconcile(NS)
+    kube.delete("cells", NS, "cell-2")
+    reconcile(NS)
+    blocked = kube.get("cells", NS, "cell-2")
+    assert blocked["metadata"]["finalizers"] == [FINALIZER]
+    assert reason(kube, "cells", "cell-2")[0] == "False"
+    kube.delete("routingrules", NS, "to-cell-2")
+    reconcile(NS)
+    assert kube.get("cells", NS, "cell-2") is None
+
+
+def test_a_namespace_being_deleted_releases_every_finalizer(kube, reconcile):
+    """The namespace controller deleted the ConfigMaps; re-creating the records is refused (403 "being
+    terminated"): nothing is left to protect, so the Cells must not hold the namespace."""
+    add_cell(kube, "cell-1", 1)
+    add_rule(kube, "catch-all", CATCH_ALL)
+    reconcile(NS)
+    kube.terminate_namespace(NS)
+    assert kube.get("cells", NS, "cell-1")["metadata"]["deletionTimestamp"]
+    verbs(kube)
+    reconcile(NS)
+    assert kube.get("cells", NS, "cell-1") is None
+    assert verbs(kube) == [("write_configmap", TOPOLOGY), ("set_finalizers", "cells/cell-1")]
+    assert kube.configmaps == {}  # nothing created in the dying namespace
+    assert reconcile(NS) is False
+
+
+def test_a_create_refused_while_a_cell_still_lives_is_an_error_not_a_release(kube, reconcile):
+    add_cell(kube, "cell-1", 1)
+    kube.terminating.add(NS)  # e.g. a Cell created just before its namespace was deleted
+    with pytest.raises(ApiException) as exc:
+        reconcile(NS)
+    assert exc.value.status == 403
+    assert kube.get("cells", NS, "cell-1").get("status") is None
+    assert (
+        reconcile.metrics.registry.get_sample_value(
+            "controller_runtime_reconcile_errors_total", {"controller": "namespace"}
+        )
+        == 1
+    )
+
+
+def test_oversized_records_are_a_422_and_no_cell_claims_to_be_published(kube):
+    """A base config.toml that fits its own ConfigMap but not the records (base plus cells)."""
+    config = OperatorConfig(report_concurrency=1, base_config_configmap="base")
+    tail = "\n[server]\nport = 8080\n"
+    base = "# " + "x" * (MAX_CONFIGMAP_BYTES - len("config.toml") - len(tail) - 2) + tail
+    assert len("config.toml") + len(base) == MAX_CONFIGMAP_BYTES  # the base alone is accepted
+    kube.put_configmap(NS, "base", {"config.toml": base})
+    add_cell(kube, "cell-1", 1)
+    reconcile = NamespaceReconciler(kube, config, OperatorMetrics())
+    with pytest.raises(ApiException) as exc:
+        reconcile(NS)
+    assert exc.value.status == 422
+    assert kube.read_configmap(NS, TOPOLOGY).resource_version is None
+    assert kube.get("cells", NS, "cell-1").get("status") is None
+    assert kube.writes == 1  # not retried: re-planning cannot make it smaller
+
+
+def test_a_missing_base_config_stalls_every_cell_with_one_warning_and_publishes_nothing(kube):
+    reconcile = NamespaceReconciler(kube, OperatorConfig(report_concurrency=1, base_config_configmap="base"))
+    add_cell(kube, "cell-1", 1)
+    with pytest.raises(RuntimeError, match="not published"):
+        reconcile(NS)
+    assert reason(kube, "cells", "cell-1") == ("False", BASE_CONFIG_NOT_FOUND)
+    assert kube.events_for("cell-1") == [("Warning", BASE_CONFIG_NOT_FOUND)]
+    verbs(kube)
+    with pytest.raises(RuntimeError):
+        reconcile(NS)
+    assert verbs(kube) == []  # the same problem again: no status write, no second Warning
+    assert kube.configmaps == {}  # nothing published
+
+
+def test_unreadable_records_stall_the_cells(kube, reconcile):
+    kube.put_configmap(NS, TOPOLOGY, {"topology.json": "{not json"})
+    add_cell(kube, "cell-1", 1)
+    with pytest.raises(RuntimeError):
+        reconcile(NS)
+    assert reason(kube, "cells", "cell-1") == ("False", RECORDS_UNREADABLE)
+    assert kube.events_for("cell-1") == []
+    assert kube.read_configmap(NS, TOPOLOGY).data == {"topology.json": "{not json"}  # left for a person
+
+
+def test_endless_conflicts_leave_the_cells_reconciling(kube, reconcile):
+    add_cell(kube, "cell-1", 1)
+    for i in range(CONFIG.conflict_retries):
+        kube.before_configmap_write.append(lambda i=i: kube.put_configmap(NS, TOPOLOGY, {}, {"other": str(i)}))
+    with pytest.raises(RuntimeError):
+        reconcile(NS)
+    assert reason(kube, "cells", "cell-1") == ("False", PUBLISH_FAILED)
+    cell = kube.get("cells", NS, "cell-1")
+    assert {c["type"]: c["status"] for c in cell["status"]["conditions"]}["Reconciling"] == "True"
+    assert "finalizers" not in cell["metadata"]  # nothing was published for it: nothing to protect yet
+
+
+def test_a_rule_edited_into_a_problem_warns_once_and_keeps_its_last_valid_version(kube, reconcile):
+    add_cell(kube, "cell-1", 1)
+    add_rule(kube, "to-cell-1", proxy_to("cell-1"))
+    add_rule(kube, "catch-all", CATCH_ALL)
+    reconcile(NS)
+    router_before = kube.read_configmap(NS, ROUTER).data
+    kube.edit("routingrules", NS, "to-cell-1", lambda o: o["spec"]["proxy"].update(cellRef="nowhere"))
+    with_problem = []
+    for _ in range(2):
+        reconcile(NS)
+        with_problem.append(kube.events_for("to-cell-1"))
+    status = kube.get("routingrules", NS, "to-cell-1")["status"]
+    assert status["liveGeneration"] == 1 and status["observedGeneration"] == 2
+    assert reason(kube, "routingrules", "to-cell-1")[0] == "False"
+    assert len(with_problem[0]) == 1 and with_problem[0][0][0] == "Warning" and with_problem[1] == with_problem[0]
+    assert kube.read_configmap(NS, ROUTER).data == router_before
+
+
+def test_a_replica_without_the_lease_writes_nothing_and_it_is_no_error(kube, reconcile):
+    add_cell(kube, "cell-1", 1)
+    kube.fence = lambda: False
+    with pytest.raises(NotLeader):
+        reconcile(NS)
+    assert kube.requests == []
+    assert (
+        reconcile.metrics.registry.get_sample_value(
+            "controller_runtime_reconcile_errors_total", {"controller": "namespace"}
+        )
+        is None
+    )
