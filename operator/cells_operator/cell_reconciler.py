@@ -201,12 +201,12 @@ class CellReconciler:
     ) -> CellsResult:
         """Plan against the current records and write them; re-plan on every conflict."""
 
-        def plan(current: ConfigMapState) -> tuple[dict[str, str], dict[str, str], TopologyPlan]:
+        def plan(current: ConfigMapState) -> tuple[dict[str, str], dict[str, str | None], TopologyPlan]:
             text = current.data.get(TOPOLOGY_JSON)
             previous = parse_topology_json(text) if text else Topology()
             topology_plan = plan_topology(previous, cells, blockers)
             rendered = render_records(topology_plan.records, base)
-            return rendered, records_annotations(topology_plan.records, rendered), topology_plan
+            return rendered, dict(records_annotations(topology_plan.records, rendered)), topology_plan
 
         try:
             out = publish_configmap(

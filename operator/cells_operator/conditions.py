@@ -76,8 +76,8 @@ def merge_conditions(
     for cond in desired:
         old = before.get(cond.type)
         status = "True" if cond.status else "False"
-        keep = old is not None and old.get("status") == status and old.get("lastTransitionTime")
-        out.append(cond.as_dict(generation, old["lastTransitionTime"] if keep else stamp))
+        kept = old.get("lastTransitionTime") if old is not None and old.get("status") == status else None
+        out.append(cond.as_dict(generation, kept or stamp))
     return out
 
 

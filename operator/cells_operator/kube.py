@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 from kubernetes.client import (
@@ -122,7 +122,7 @@ class Kube:
     # ---------------------------------------------------------------- custom resources
     def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         try:
-            result = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+            result = cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural))
         except ApiException as exc:
             if exc.status == 404:  # CRD not installed (yet): nothing of that kind exists
                 return []
@@ -146,7 +146,7 @@ class Kube:
         """Patch ``obj``'s status and log the Ready condition it now reports, naming the object."""
         meta = obj["metadata"]
         written = self.patch_status(plural, meta["namespace"], meta["name"], status)
-        ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
         log.info(
             "%s %s/%s: Ready=%s %s: %s",
             obj.get("kind"),
@@ -188,7 +188,8 @@ class Kube:
             if exc.status == 404:
                 return ConfigMapState({}, {}, None)
             raise
-        return ConfigMapState(dict(cm.data or {}), dict(cm.metadata.annotations or {}), cm.metadata.resource_version)
+        meta = cm.metadata or kubernetes.client.V1ObjectMeta()
+        return ConfigMapState(dict(cm.data or {}), dict(meta.annotations or {}), meta.resource_version)
 
     def write_configmap(
         self,
@@ -222,7 +223,7 @@ class Kube:
             if exc.status in (409, 404):
                 raise Conflict(f"configmap {namespace}/{name} changed concurrently") from exc
             raise
-        return result.metadata.resource_version
+        return str(result.metadata.resource_version)  # type: ignore[union-attr]  # the server always sets it
 
     # ---------------------------------------------------------------- webhook configurations
     def apply_webhook_configuration(self, obj: dict[str, Any]) -> None:
