@@ -48,7 +48,7 @@ class ConfigMapWrite:
 
 
 def data_size(data: dict[str, str]) -> int:
-    """Bytes of ``data`` as the API server counts them against its 1 MiB limit (keys plus values)."""
+    """Bytes of ``data``, keys plus values (the API server's 1 MiB limit counts the values only)."""
     return sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
 
 

@@ -7,8 +7,8 @@ decisions depend on it:
 - every write bumps a cluster-wide ``resourceVersion``; a ConfigMap replaced at a stale one, or created
   when it exists, is a 409, and replaced when absent a 404 -- both raise :class:`Conflict`, as ``Kube``
   translates them; finalizers patched at a stale resourceVersion are a 409 too (``Conflict``);
-- a ConfigMap whose data (keys plus values) exceeds 1 MiB, or whose annotations exceed 256 KiB, is a
-  422 Invalid (``ApiException``);
+- a ConfigMap whose data values exceed 1 MiB in total (keys are not counted), or whose annotations (keys
+  plus values) exceed 256 KiB, is a 422 Invalid (``ApiException``);
 - in a namespace being deleted, a *create* (ConfigMap, Event) is a 403 Forbidden "unable to create new
   content in namespace X because it is being terminated" (the NamespaceLifecycle admission plugin);
   updates and patches of existing objects still succeed;
@@ -17,6 +17,13 @@ decisions depend on it:
 - a status patch is a JSON merge patch (None removes a key, lists are replaced) and does not change
   ``generation``;
 - an Event that cannot be created is logged by ``Kube.post_event``, never raised.
+
+Each answer above was probed with the real ``Kube`` against the local kube-apiserver 1.37 (create of an
+existing ConfigMap 409 AlreadyExists, replace at a stale resourceVersion 409, replace of an absent one
+404, finalizers at a stale resourceVersion 409, status of an absent object 404, annotations over 256 KiB
+422, create and Event in a terminating namespace 403 while a replace there succeeds, a new finalizer on
+an object being deleted 422), except the 422 for data values over 1 MiB, which is ``ValidateConfigMap``'s
+rule (exactly 1 MiB was probed and accepted).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from kubernetes.client.exceptions import ApiException
 
 from cells_operator.kube import ConfigMapState, Conflict, Kube
 
-MAX_CONFIGMAP_BYTES = 1024 * 1024  # validation.MaxSecretSize: data plus binaryData, keys plus values
+MAX_CONFIGMAP_BYTES = 1024 * 1024  # ValidateConfigMap: the values of data and binaryData > MaxSecretSize
 MAX_ANNOTATIONS_BYTES = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB
 
 # The verbs that send requests; every other public method of Kube is inherited and runs as is.
@@ -237,8 +244,7 @@ class FakeKube(Kube):
                     raise Conflict(f"configmap {namespace}/{name} changed concurrently")  # 409 AlreadyExists
             elif current is None or current["resourceVersion"] != resource_version:
                 raise Conflict(f"configmap {namespace}/{name} changed concurrently")  # 404 / 409
-            size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
-            if size > MAX_CONFIGMAP_BYTES:
+            if sum(len(v.encode()) for v in data.values()) > MAX_CONFIGMAP_BYTES:
                 raise api_error(
                     422,
                     "Invalid",
