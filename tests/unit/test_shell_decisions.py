@@ -17,6 +17,7 @@ from cells_operator.publish import plan_write
 from cells_operator.ranges import SequenceRange
 from cells_operator.rulesets import LiveRule, RuleVerdict
 from cells_operator.topology import CellObject, CellRecord, CellVerdict, Change
+from tests.support.cells import cell_manifest
 from tests.support.fake_kube import FakeKube, api_error
 
 RECORD = CellRecord(
@@ -32,13 +33,12 @@ RECORD = CellRecord(
 OTHER = "example.com/other"
 
 
-def cell(finalizers: list[str] | None = None, status: dict | None = None, deleting: bool = False) -> dict:
-    meta: dict = {"name": "cell-1", "namespace": "ns", "generation": 1, "resourceVersion": "7"}
+def cell(finalizers: list[str] | None = None, status: dict | None = None) -> dict:
+    """Cell ``cell-1`` as the API serves it."""
+    meta: dict = {"namespace": "ns", "generation": 1, "resourceVersion": "7"}
     if finalizers is not None:
         meta["finalizers"] = finalizers
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return {"kind": "Cell", "metadata": meta, "spec": {"id": 1}, "status": status}
+    return {**cell_manifest("cell-1", 1, metadata=meta), "status": status}
 
 
 def kinds(actions) -> list[str]:

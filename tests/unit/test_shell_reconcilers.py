@@ -26,7 +26,7 @@ TOPOLOGY, ROUTER = CONFIG.topology_configmap, CONFIG.router_configmap
 
 
 def add_cell(kube: FakeKube, name: str, id_: int, **spec) -> None:
-    kube.add("cells", {**cell_manifest(name, id_, **spec), "metadata": {"name": name, "namespace": NS}})
+    kube.add("cells", cell_manifest(name, id_, metadata={"namespace": NS}, **spec))
 
 
 def add_rule(kube: FakeKube, name: str, spec: dict) -> None:
