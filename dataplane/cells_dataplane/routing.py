@@ -19,6 +19,7 @@ from cells_operator.router_format import RouterRule, parse_ruleset
 from cells_operator.rule import INTERPOLATION  # one definition of ${name}: validated there, applied here
 
 from .matching import LinearPattern, is_linear, linear
+from .transforms import NotApplied, Phases, SpecProblem, parse_phases
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,24 @@ class Decision:
 
 @dataclass(frozen=True)
 class CompiledRule:
+    """A rule ready to evaluate: its patterns, its literal name, and (current dialect) its phases.
+
+    ``phases`` is set for current-dialect rules: after the match, transform -> validate -> classify run,
+    and a rule whose phases do not resolve does not apply (ADR 0014, decision 3). 2024-dialect rules
+    keep that dialect's interpolation, where a group that did not participate interpolates as ``""``.
+    """
+
     rule: RouterRule
     name_re: EcmaPattern | LinearPattern | None = None
     value_re: EcmaPattern | LinearPattern | None = None
+    name: str | None = None  # literal header (lower-case) or cookie name
+    phases: Phases | None = None
 
     @property
     def linear(self) -> bool:
-        """Whether every pattern of this rule runs on the linear-time engine."""
-        return all(p is None or is_linear(p) for p in (self.name_re, self.value_re))
+        """Whether every pattern of this rule runs on the linear-time engine (transform patterns included)."""
+        step_patterns = self.phases.patterns if self.phases is not None else ()
+        return all(p is None or is_linear(p) for p in (self.name_re, self.value_re, *step_patterns))
 
     def groups(self, request: RequestView) -> dict[str, str | None] | None:
         """Named groups if the rule matches ``request``, else None."""
@@ -81,24 +92,36 @@ class CompiledRule:
         if m.type == "path":
             hit = self.value_re.search(request.path)
             return dict(hit.named) if hit else None
-        assert self.name_re is not None
         candidates = request.cookies if m.type == "cookie" else request.headers
-        name_groups = bool(self.name_re.group_names)
         for name, value in candidates:
-            if not name_groups:
-                if not self.name_re.test(name):
-                    continue
-                value_hit = self.value_re.search(value)
-                if value_hit is not None:
-                    return dict(value_hit.named)
-                continue
-            name_hit = self.name_re.search(name)
-            if name_hit is None:
+            name_groups = self._name_groups(name)
+            if name_groups is None:
                 continue
             value_hit = self.value_re.search(value)
             if value_hit is not None:
-                return {**name_hit.named, **value_hit.named}
+                return {**name_groups, **value_hit.named}
         return None
+
+    def _name_groups(self, name: str) -> dict[str, str | None] | None:
+        """The name pattern's groups (``{}`` for a literal name) if ``name`` is the rule's, else None."""
+        if self.name is not None:
+            return {} if name == self.name else None
+        assert self.name_re is not None
+        if not self.name_re.group_names:
+            return {} if self.name_re.test(name) else None
+        hit = self.name_re.search(name)
+        return dict(hit.named) if hit is not None else None
+
+    def applies(self, groups: Mapping[str, str | None]) -> tuple[bool, str | None]:
+        """Whether the matched rule applies, and its classify value (phases, or 2024 interpolation)."""
+        rule = self.rule
+        if self.phases is not None:
+            result = self.phases.apply(groups)
+            if isinstance(result, NotApplied):
+                return False, None
+            return True, result.value
+        value = rule.classify.value if rule.classify is not None else None
+        return True, interpolate(value, groups) if value else None
 
 
 def interpolate(template: str, groups: Mapping[str, str | None]) -> str:
@@ -116,34 +139,55 @@ class Ruleset:
         return all(r.linear for r in self.rules)
 
     def decide(self, request: RequestView) -> Decision | None:
+        """match -> transform -> validate -> classify, rule by rule; the first rule that applies decides."""
         for index, compiled in enumerate(self.rules):
             groups = compiled.groups(request)
             if groups is None:
+                continue
+            applies, value = compiled.applies(groups)
+            if not applies:
                 continue
             rule = compiled.rule
             if rule.action == "proxy":
                 # No proxy section: the router's default upstream (address None here).
                 return Decision(index, "proxy", address=rule.proxy.address if rule.proxy else None)
             assert rule.classify is not None
-            value = interpolate(rule.classify.value, groups) if rule.classify.value else None
             return Decision(index, "classify", rule.classify.type, value)
         return None
 
 
+def _bounded(pattern: str) -> EcmaPattern | LinearPattern:
+    """A transform step's pattern on the same engines as the match's (RE2 where it can, ADR 0013)."""
+    return linear(compile_pattern(pattern))
+
+
+def compile_rule(rule: RouterRule) -> CompiledRule:
+    """One rule, compiled; raises ``ValueError`` for what the router cannot evaluate."""
+    if rule.action == "classify" and rule.classify is None:
+        raise ValueError("rule action classify without its section")
+    m = rule.match
+    name_re = value_re = None
+    name = None
+    if m is not None:
+        name_re = linear(compile_pattern(m.name_pattern)) if m.name_pattern is not None else None
+        name = m.name.lower() if m.name is not None and m.type == "header" else m.name
+        if m.type != "path" and name_re is None and name is None:
+            raise ValueError(f"{m.type} match without a name or name pattern")
+        value_re = linear(compile_pattern(m.value_pattern))
+    phases = None
+    if rule.dialect == "current":
+        group_names = [*(name_re.group_names if name_re else ()), *(value_re.group_names if value_re else ())]
+        value = rule.classify.value if rule.classify is not None else None
+        parsed = parse_phases(rule.transform, rule.validate_, value, group_names, compile_pattern=_bounded)
+        if isinstance(parsed, SpecProblem):
+            where = f"rule {rule.id!r}" if rule.id else "rule"
+            raise ValueError(f"{where}: {parsed.reason}: {parsed.message}")
+        phases = parsed
+    return CompiledRule(rule, name_re, value_re, name, phases)
+
+
 def compile_rules(rules: list[RouterRule]) -> Ruleset:
-    compiled = []
-    for rule in rules:
-        if rule.action == "classify" and rule.classify is None:
-            raise ValueError("rule action classify without its section")
-        m = rule.match
-        if m is None:
-            compiled.append(CompiledRule(rule))
-            continue
-        name_re = linear(compile_pattern(m.regex_name)) if m.regex_name is not None else None
-        if m.type != "path" and name_re is None:
-            raise ValueError(f"{m.type} match without regex_name")
-        compiled.append(CompiledRule(rule, name_re, linear(compile_pattern(m.regex_value))))
-    return Ruleset(compiled)
+    return Ruleset([compile_rule(rule) for rule in rules])
 
 
 SCHEMES = ("auto", "http", "https")

@@ -94,7 +94,7 @@ def review_rule(new: Mapping[str, Any], old: Mapping[str, Any] | None, records: 
     spec, problem = parse_rule_spec(dict(new.get("spec") or {}))
     if spec is None:
         return Review(problem)
-    _, problem = render_rule(spec, records)
+    _, problem = render_rule(spec, records, name=(new.get("metadata") or {}).get("name"))
     if problem is not None and problem.reason in TOPOLOGY_DEPENDENT:
         return Review(
             warnings=(

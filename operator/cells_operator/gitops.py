@@ -50,7 +50,7 @@ from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
 from .publish import merge_annotations
 from .records import TOPOLOGY_JSON, RecordsError, parse_topology_json, render_records
 from .rule import KIND as RULE
-from .rule import parse_rule_spec, render_rule
+from .rule import parse_rule_spec, render_rule, spec_of_element
 from .rulesets import INDEX_KEY, LiveRule, PublishedRules, RulesError, RulesPlan, parse_published, plan_rulesets
 from .topology import CellObject, CellRecord, Change, Topology, TopologyPlan, plan_topology
 
@@ -402,7 +402,7 @@ def _rule_generation(meta: Mapping[str, Any], spec: Mapping[str, Any], old: Any,
     if old is None:
         return 1
     parsed, _ = parse_rule_spec(dict(spec))
-    element = render_rule(parsed, topology)[0] if parsed is not None else None
+    element = render_rule(parsed, topology, name=meta.get("name"))[0] if parsed is not None else None
     same = (
         parsed is not None
         and element == old.element
@@ -424,18 +424,7 @@ def _spec_of_record(record: CellRecord) -> dict[str, Any]:
 
 def _spec_of_live(live: LiveRule) -> dict[str, Any]:
     """A RoutingRule spec that renders to exactly this published element (a cellRef is already an address)."""
-    element = live.element
-    spec: dict[str, Any] = {"ruleset": live.ruleset, "priority": live.priority, "action": element["action"]}
-    if "match" in element:
-        m = element["match"]
-        spec["match"] = {"type": m["type"], "regexValue": m["regex_value"]}
-        if "regex_name" in m:
-            spec["match"]["regexName"] = m["regex_name"]
-    if "classify" in element:
-        spec["classify"] = dict(element["classify"])
-    if "proxy" in element:
-        spec["proxy"] = {"address": element["proxy"]["address"]}
-    return spec
+    return spec_of_element(live.ruleset, live.priority, live.element)
 
 
 def plan_namespace(

@@ -14,17 +14,23 @@ Pure: the CLI (:mod:`cells_operator.gitops_cli`) reads the files.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cells_dataplane.classify import Snapshot, classify
+from cells_dataplane.routable_token import Failure, decode_base64_text, decode_routable_token
 from cells_dataplane.routing import CompiledRule, RequestView, Ruleset, compile_rules
+from cells_dataplane.transforms import Applied, NotApplied
 from cells_operator.router_format import parse_ruleset
 
 from .gitops import ANY_NAMESPACE, InputError, Notice, objects, read_published, yaml_documents
 from .rulesets import INDEX_KEY, RULESET_SUFFIX
 from .topology import Topology
+
+# A v1 routable token anywhere in a header value: [prefix]payload.01.<length><crc> (ADR 0014).
+TOKEN_IN_TEXT = re.compile(r"[0-9A-Za-z_-]{27,360}\.01\.[0-9a-z]{2}[0-9a-z]{7}(?![0-9a-z])")
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,8 @@ class Explanation:
     label: str | None = None
     action: str | None = None
     groups: dict[str, str | None] = field(default_factory=dict)
+    decoded: list[dict[str, Any]] = field(default_factory=list)
+    token_checks: list[str] = field(default_factory=list)
     classify_request: dict[str, Any] | None = None
     answer_status: int | None = None
     answer: dict[str, Any] | None = None
@@ -146,7 +154,14 @@ class Explanation:
             "skipped": [{"position": s.index, "rule": s.label, "why": s.why} for s in self.skipped],
             "match": None
             if self.index is None
-            else {"position": self.index, "rule": self.label, "action": self.action, "groups": self.groups},
+            else {
+                "position": self.index,
+                "rule": self.label,
+                "action": self.action,
+                "groups": self.groups,
+                "decoded": self.decoded,
+                "tokens": self.token_checks,
+            },
             "classify": None
             if self.classify_request is None
             else {"request": self.classify_request, "status": self.answer_status, "answer": self.answer},
@@ -157,20 +172,69 @@ class Explanation:
 
 
 def _why_not(compiled: CompiledRule, request: RequestView) -> str:
-    """Why a rule did not match (only called for rules ``decide`` passed over)."""
+    """Why a rule did not decide (only called for rules ``decide`` passed over)."""
+    groups = compiled.groups(request)
+    if groups is not None:  # matched, but its transform, validate or classify value did not resolve
+        assert compiled.phases is not None
+        result = compiled.phases.apply(groups)
+        assert isinstance(result, NotApplied)
+        return f"matched, but does not apply: {result.phase} {result.reason}: {result.detail}"
     m = compiled.rule.match
     assert m is not None and compiled.value_re is not None  # a rule without match always matches
+    value_field, name_field = ("regex_value", "regex_name") if m.dialect == "2024" else ("regexValue", "regexName")
     if m.type == "path":
-        return f"path {request.path!r} does not match regex_value {m.regex_value}"
-    assert compiled.name_re is not None
+        return f"path {request.path!r} does not match {value_field} {m.value_pattern}"
     what = "cookie" if m.type == "cookie" else "header"
     candidates = request.cookies if m.type == "cookie" else request.headers
-    named = [(n, v) for n, v in candidates if compiled.name_re.test(n)]
+    named = [(n, v) for n, v in candidates if compiled._name_groups(n) is not None]
     if not named:
         sent = ", ".join(sorted({n for n, _ in candidates})) or "none"
-        return f"no {what} whose name matches regex_name {m.regex_name} ({what}s sent: {sent})"
+        wanted = (
+            f"named {compiled.name}"
+            if compiled.name is not None
+            else f"whose name matches {name_field} {m.name_pattern}"
+        )
+        return f"no {what} {wanted} ({what}s sent: {sent})"
     values = "; ".join(f"{n}={v!r}" for n, v in named)
-    return f"{what} {values}: the value does not match regex_value {m.regex_value}"
+    return f"{what} {values}: the value does not match {value_field} {m.value_pattern}"
+
+
+def _decoded(compiled: CompiledRule, groups: dict[str, str | None]) -> list[dict[str, Any]]:
+    """What each transform step of the deciding rule decoded (for the explanation)."""
+    if compiled.phases is None:
+        return []
+    result = compiled.phases.apply(groups)
+    steps = result.steps if isinstance(result, Applied) else ()
+    return [{"type": s.step.type.value, "output": s.step.output, "keys": dict(s.output)} for s in steps]
+
+
+def _token_checks(compiled: CompiledRule, request: RequestView) -> list[str]:
+    """For a rule decoding routable tokens: whether the token's CRC is intact (the router does not check it,
+    ADR 0014 decision 5; the cell does, so a corrupt token reaches its cell and is refused there)."""
+    m = compiled.rule.match
+    if m is None or compiled.phases is None or m.type == "path":
+        return []
+    if not any(s.type.value == "routable-token-payload" for s in compiled.phases.steps):
+        return []
+    out = []
+    candidates = request.cookies if m.type == "cookie" else request.headers
+    for name, value in candidates:
+        if compiled._name_groups(name) is None or compiled.value_re.search(value) is None:  # type: ignore[union-attr]
+            continue
+        for token in TOKEN_IN_TEXT.findall(_credential_text(value)):
+            decoded = decode_routable_token(token)
+            state = "intact" if not isinstance(decoded, Failure) else f"{decoded.reason.value}: {decoded.detail}"
+            out.append(f"{name}: token CRC {state}")
+    return out
+
+
+def _credential_text(value: str) -> str:
+    """The header value, with a Basic credential decoded (the token is its password)."""
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() == "basic":
+        decoded = decode_base64_text(rest.strip())
+        return decoded if isinstance(decoded, str) else value
+    return value
 
 
 def _cell(topology: Topology, address: str) -> dict[str, Any] | None:
@@ -204,7 +268,10 @@ def explain(
             out.outcome = "the ruleset is empty: the router answers 502 (no routing rule matched this request)"
         return out
     out.index, out.label, out.action = decision.index, rules.label(decision.index), decision.action
-    out.groups = dict(rules.ruleset.rules[decision.index].groups(request) or {})
+    winner = rules.ruleset.rules[decision.index]
+    out.groups = dict(winner.groups(request) or {})
+    out.decoded = _decoded(winner, out.groups)
+    out.token_checks = _token_checks(winner, request)
     if decision.action == "proxy":
         assert decision.address is not None
         out.address, out.cell = decision.address, _cell(topology, decision.address)
@@ -237,6 +304,10 @@ def human(explanation: Explanation) -> str:
         if e.groups:
             captured = ", ".join(f"{k}={v!r}" for k, v in e.groups.items())
             lines.append(f"    captured groups: {captured}")
+        for step in e.decoded:
+            keys = ", ".join(f"{k}={v}" for k, v in step["keys"].items()) or "nothing"
+            lines.append(f"    transform {step['type']} -> {step['output']}: {keys}")
+        lines += [f"    {check}" for check in e.token_checks]
     if e.classify_request is not None:
         lines.append(f"  classify request: POST /v1/classify {json.dumps(e.classify_request, sort_keys=True)}")
         lines.append(f"  Topology Service answer: {e.answer_status} {json.dumps(e.answer, sort_keys=True)}")

@@ -15,12 +15,15 @@ routable, non-integer literal cell ids.
 
 from __future__ import annotations
 
+import os
 import re
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+
+from cells_dataplane.transforms import SpecProblem, check_template, parse_phases, render_transform
 
 from . import redos
 from .cell import Problem, address_problem
@@ -32,6 +35,8 @@ PLURAL = "routingrules"
 KIND = "RoutingRule"
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 RULESET_NAME = re.compile(r"^[a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?$")
+RULE_ID = re.compile(r"[A-Za-z0-9]([-_.A-Za-z0-9]{0,251}[A-Za-z0-9])?")
+FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110), which cookie names are too
 # Problems that depend on the Cells rather than on the rule itself: they pass with time (the Cell
 # registers, or becomes routable again), so admission never refuses a rule for them.
 TOPOLOGY_DEPENDENT = frozenset({"CellNotFound", "CellNotRoutable"})
@@ -54,33 +59,107 @@ class ClassifyType(StrEnum):
     FIRST_CELL = "FIRST_CELL"
 
 
+class Dialect(StrEnum):
+    """The shape of the published ruleset (ADR 0014, docs/compatibility.md)."""
+
+    CURRENT = "current"  # id, match.name / regexValue, transform, validate: GitLab's current router doc [G6]
+    V2024 = "2024"  # match.regex_name / regex_value, no id, no transform or validate
+
+
+DIALECT_ENV = "CELLS_ROUTER_DIALECT"  # set by `cells-operator run --router-dialect`; read by render/validate too
+
+
+def default_dialect() -> Dialect:
+    """The dialect this process publishes: ``$CELLS_ROUTER_DIALECT``, else ``current``.
+
+    One operator feeds one router build, so the dialect is a process setting rather than a field of every
+    rule; admission, the planner and ``cells-operator render``/``validate`` all read it here, so they agree.
+    """
+    raw = os.environ.get(DIALECT_ENV, "").strip() or Dialect.CURRENT.value
+    try:
+        return Dialect(raw)
+    except ValueError:
+        raise ValueError(f"{DIALECT_ENV}={raw!r}: expected one of {', '.join(d.value for d in Dialect)}") from None
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
 
 class MatchSpec(_Spec):
-    type: MatchType
-    regex_name: str | None = None
-    regex_value: str
+    type: MatchType = Field(description="What the rule matches on: a cookie, a header, or the request path.")
+    name: str | None = Field(
+        None,
+        description="Literal header or cookie name (headers compare case-insensitively and are published "
+        "lower-case, cookies exactly). Use this or regexName; not for path matches.",
+    )
+    regex_name: str | None = Field(
+        None,
+        description="ECMAScript pattern over header or cookie names. Use this or name; not for path matches.",
+    )
+    regex_value: str = Field(
+        description="ECMAScript pattern over the header value, cookie value or path; its named groups are "
+        "available as ${group} to transform inputs, validate.exist and classify.value."
+    )
+
+
+class TransformStepSpec(_Spec):
+    type: str = Field(description="routable-token-payload, routable-json or decode-base64-match.")
+    input: list[str] = Field(
+        description="Template strings: ${group} (a named group of the match) or ${output.key} (a key of an "
+        "earlier step's output). routable-token-payload takes the payload and optionally its length field; "
+        "the others take one value."
+    )
+    output: str = Field(description="Name under which this step's keys are available as ${output.key}.")
+    regex_value: str | None = Field(
+        None,
+        description="decode-base64-match only: ECMAScript pattern searched in the decoded text; its named "
+        "groups become this step's output keys.",
+    )
+
+
+class ValidateSpec(_Spec):
+    exist: list[str] = Field(
+        description="Templates that must resolve to a non-empty value, else the rule does not apply and the "
+        "router continues with the next rule."
+    )
 
 
 class ClassifySpec(_Spec):
-    type: ClassifyType
-    value: str | None = None
+    type: ClassifyType = Field(description="How the Topology Service finds the cell.")
+    value: str | None = Field(
+        None,
+        description="The value to classify (not for FIRST_CELL); may interpolate ${group} and ${output.key}.",
+    )
 
 
 class ProxySpec(_Spec):
-    cell_ref: str | None = None
-    address: str | None = None
+    cell_ref: str | None = Field(None, description="Name of a Cell in this namespace to proxy to.")
+    address: str | None = Field(None, description="host[:port] to proxy to.")
 
 
 class RoutingRuleSpec(_Spec):
-    ruleset: str
-    priority: int = 100
-    match: MatchSpec | None = None
-    action: Action
-    classify: ClassifySpec | None = None
-    proxy: ProxySpec | None = None
+    id: str | None = Field(
+        None,
+        description="The published rule's id (current dialect only); defaults to the resource's name. Unique "
+        "within a ruleset.",
+    )
+    ruleset: str = Field(description="The ruleset (router ConfigMap key <ruleset>.json) this rule belongs to.")
+    priority: int = Field(100, description="Evaluation order within the ruleset: lower first, then by name.")
+    match: MatchSpec | None = Field(None, description="What a request must carry; absent matches every request.")
+    transform: TransformStepSpec | list[TransformStepSpec] | None = Field(
+        None,
+        description="Decoding of what the match captured: one step, or an array of steps run in order "
+        "(current dialect only).",
+    )
+    validate_: ValidateSpec | None = Field(
+        None,
+        alias="validate",
+        description="Values that must exist for the rule to apply (current dialect only).",
+    )
+    action: Action = Field(description="classify (ask the Topology Service) or proxy.")
+    classify: ClassifySpec | None = Field(None, description="Required for action classify.")
+    proxy: ProxySpec | None = Field(None, description="For action proxy; absent means the router's default upstream.")
 
 
 def parse_rule_spec(spec: dict[str, Any]) -> tuple[RoutingRuleSpec | None, Problem | None]:
@@ -104,87 +183,235 @@ def _pattern_problem(field: str, pattern: str) -> tuple[Problem | None, tuple[st
     return None, compiled.group_names
 
 
-def render_rule(spec: RoutingRuleSpec, topology: Topology) -> tuple[dict[str, Any] | None, Problem | None]:
-    """The rule in the router's format, or why it cannot be published (never both)."""
-    if not RULESET_NAME.match(spec.ruleset):
-        return None, Problem(
-            "InvalidRuleset", f"ruleset {spec.ruleset!r} must be lowercase letters, digits, '-' or '_'"
-        )
+def _checked_pattern(pattern: str) -> Any:
+    """Compiler for a transform step's ``regexValue``: the match patterns' checks, raising on a problem."""
+    problem, _ = _pattern_problem("transform regexValue", pattern)
+    if problem is not None:
+        raise _StepPatternProblem(problem)
+    return compile_pattern(pattern)
+
+
+class _StepPatternProblem(Exception):
+    """Carries a step pattern's problem out of ``parse_phases`` (which turns a PatternError into its own)."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+Rendered = tuple[dict[str, Any] | None, Problem | None]
+
+
+def render_rule(
+    spec: RoutingRuleSpec, topology: Topology, *, name: str | None = None, dialect: Dialect | None = None
+) -> Rendered:
+    """The rule in the router's format, or why it cannot be published (never both).
+
+    ``name`` is the resource's name (the default ``id``); ``dialect`` defaults to :func:`default_dialect`.
+    """
+    dialect = dialect or default_dialect()
+    if problem := _ruleset_problem(spec) or _id_problem(spec) or _dialect_problem(spec, dialect):
+        return None, problem
     element: dict[str, Any] = {}
+    rule_id = spec.id or name
+    if dialect is Dialect.CURRENT and rule_id:
+        element["id"] = rule_id
     groups: tuple[str, ...] = ()
     if spec.match is not None:
-        m = spec.match
-        if m.type is MatchType.PATH and m.regex_name is not None:
-            return None, Problem("RegexNameNotAllowed", "match.regexName is not used for path matches: remove it")
-        if m.type is not MatchType.PATH and not m.regex_name:
-            return None, Problem("MissingRegexName", f"match.regexName is required for {m.type.value} matches")
-        if m.regex_name:
-            problem, name_groups = _pattern_problem("match.regexName", m.regex_name)
-            if problem:
-                return None, problem
-            groups += name_groups
-        problem, value_groups = _pattern_problem("match.regexValue", m.regex_value)
-        if problem:
-            return None, problem
-        groups += value_groups
-        element["match"] = {"type": m.type.value, "regex_value": m.regex_value}
-        if m.regex_name:
-            element["match"]["regex_name"] = m.regex_name
+        match, found = _render_match(spec.match, dialect)
+        if isinstance(match, Problem):
+            return None, match
+        element["match"], groups = match, found
+    phases = _render_phases(spec, groups)
+    if isinstance(phases, Problem):
+        return None, phases
+    element.update(phases)
     element["action"] = spec.action.value
+    tail = _render_classify(spec, bool(phases)) if spec.action is Action.CLASSIFY else _render_proxy(spec, topology)
+    if isinstance(tail, Problem):
+        return None, tail
+    element.update(tail)
+    return _checked(element), None
 
-    if spec.action is Action.CLASSIFY:
-        if spec.classify is None:
-            return None, Problem("MissingClassify", "action classify needs a classify section")
-        if spec.proxy is not None:
-            return None, Problem("ConflictingAction", "action classify cannot have a proxy section")
-        c = spec.classify
-        if c.type is ClassifyType.FIRST_CELL:
-            if c.value:
-                return None, Problem("ValueNotAllowed", "classify type FIRST_CELL takes no value")
-            element["classify"] = {"type": c.type.value}
-            return _checked(element), None
-        if not c.value:
-            return None, Problem("MissingValue", f"classify type {c.type.value} needs a value")
-        names = INTERPOLATION.findall(c.value)
-        if "$" in INTERPOLATION.sub("", c.value):
-            return None, Problem(
-                "InvalidInterpolation", f"classify.value {c.value!r}: write interpolations as ${{name}}"
-            )
-        unknown = [n for n in names if n not in groups]
-        if unknown:
-            known = ", ".join(groups) or "none"
-            return None, Problem(
-                "UnknownInterpolation",
-                f"classify.value interpolates ${{{unknown[0]}}}, which is not a named group of the match "
-                f"(named groups: {known})",
-            )
-        if c.type is ClassifyType.CELL_ID and not names and not re.fullmatch(r"[1-9][0-9]*", c.value):
-            return None, Problem("InvalidCellId", f"classify.value {c.value!r} must be an integer cell id")
-        element["classify"] = {"type": c.type.value, "value": c.value}
-        return _checked(element), None
 
+def _ruleset_problem(spec: RoutingRuleSpec) -> Problem | None:
+    if RULESET_NAME.match(spec.ruleset):
+        return None
+    return Problem("InvalidRuleset", f"ruleset {spec.ruleset!r} must be lowercase letters, digits, '-' or '_'")
+
+
+def _id_problem(spec: RoutingRuleSpec) -> Problem | None:
+    if spec.id is None or RULE_ID.fullmatch(spec.id):
+        return None
+    return Problem(
+        "InvalidId", f"id {spec.id!r} must be 1-253 letters, digits, '-', '_' or '.', starting and ending alphanumeric"
+    )
+
+
+def _dialect_problem(spec: RoutingRuleSpec, dialect: Dialect) -> Problem | None:
+    """What the 2024 dialect cannot express (a literal ``name`` it can: as an anchored ``regex_name``)."""
+    if dialect is not Dialect.V2024:
+        return None
+    missing = [f for f, v in (("transform", spec.transform), ("validate", spec.validate_)) if v is not None]
+    if not missing:
+        return None
+    return Problem(
+        "NotInDialect",
+        f"{' and '.join(missing)}: the 2024 router dialect has no such field; publish the current dialect "
+        f"({DIALECT_ENV}=current, cells-operator run --router-dialect current) or remove it",
+    )
+
+
+def _render_match(m: MatchSpec, dialect: Dialect) -> tuple[dict[str, Any] | Problem, tuple[str, ...]]:
+    """``match`` in the dialect's spelling and the named groups its patterns define."""
+    if problem := _name_problem(m):
+        return problem, ()
+    groups: tuple[str, ...] = ()
+    if m.regex_name:
+        problem, groups = _pattern_problem("match.regexName", m.regex_name)
+        if problem:
+            return problem, ()
+    problem, value_groups = _pattern_problem("match.regexValue", m.regex_value)
+    if problem:
+        return problem, ()
+    name = m.name.lower() if m.name is not None and m.type is MatchType.HEADER else m.name
+    if dialect is Dialect.V2024:
+        out = {"type": m.type.value, "regex_value": m.regex_value}
+        regex_name = m.regex_name or (f"^{_escape(name)}$" if name is not None else None)
+        if regex_name:
+            out["regex_name"] = regex_name
+        return out, groups + value_groups
+    out = {"type": m.type.value, "regexValue": m.regex_value}
+    if name is not None:
+        out["name"] = name
+    if m.regex_name:
+        out["regexName"] = m.regex_name
+    return out, groups + value_groups
+
+
+def _name_problem(m: MatchSpec) -> Problem | None:
+    if m.type is MatchType.PATH:
+        if m.regex_name is not None:
+            return Problem("RegexNameNotAllowed", "match.regexName is not used for path matches: remove it")
+        if m.name is not None:
+            return Problem("NameNotAllowed", "match.name is not used for path matches: remove it")
+        return None
+    if m.name is not None and m.regex_name is not None:
+        return Problem("ConflictingName", "match takes one of name (literal) and regexName (pattern), not both")
+    if m.name is None and not m.regex_name:
+        return Problem("MissingRegexName", f"match.name or match.regexName is required for {m.type.value} matches")
+    if m.name is not None and not FIELD_NAME.fullmatch(m.name):
+        return Problem("InvalidName", f"match.name {m.name!r} is not a {m.type.value} name (an HTTP token)")
+    return None
+
+
+def _escape(literal: str) -> str:
+    """A header or cookie name as an ECMAScript pattern (HTTP tokens only hold these metacharacters)."""
+    return re.sub(r"([\^$.|*+])", r"\\\1", literal)
+
+
+def _render_phases(spec: RoutingRuleSpec, groups: tuple[str, ...]) -> dict[str, Any] | Problem:
+    """``transform`` and ``validate`` as published, checked with the router's own parser (ADR 0014)."""
+    if spec.transform is None and spec.validate_ is None:
+        return {}
+    transform = _raw_transform(spec.transform)
+    validate = spec.validate_.model_dump(by_alias=True) if spec.validate_ is not None else None
+    value = spec.classify.value if spec.action is Action.CLASSIFY and spec.classify is not None else None
+    try:
+        parsed = parse_phases(transform, validate, value, groups, compile_pattern=_checked_pattern)
+    except _StepPatternProblem as exc:
+        return exc.problem
+    if isinstance(parsed, SpecProblem):
+        return Problem(parsed.reason, parsed.message)
+    out: dict[str, Any] = {}
+    if parsed.steps:
+        out["transform"] = render_transform(parsed.steps)
+    if validate is not None:
+        out["validate"] = validate
+    return out
+
+
+def _raw_transform(transform: TransformStepSpec | list[TransformStepSpec] | None) -> Any:
+    if transform is None:
+        return None
+    if isinstance(transform, list):
+        return [step.model_dump(by_alias=True, exclude_none=True) for step in transform]
+    return transform.model_dump(by_alias=True, exclude_none=True)
+
+
+def _render_classify(spec: RoutingRuleSpec, checked: bool) -> dict[str, Any] | Problem:
+    """``classify``; ``checked``: the value's templates were already checked with the rule's phases."""
+    if spec.classify is None:
+        return Problem("MissingClassify", "action classify needs a classify section")
+    if spec.proxy is not None:
+        return Problem("ConflictingAction", "action classify cannot have a proxy section")
+    c = spec.classify
+    if c.type is ClassifyType.FIRST_CELL:
+        if c.value:
+            return Problem("ValueNotAllowed", "classify type FIRST_CELL takes no value")
+        return {"classify": {"type": c.type.value}}
+    if not c.value:
+        return Problem("MissingValue", f"classify type {c.type.value} needs a value")
+    if not checked and (problem := check_template("classify.value", c.value, _groups_of(spec), {})):
+        return Problem(problem.reason, problem.message)
+    names = INTERPOLATION.findall(c.value)
+    if c.type is ClassifyType.CELL_ID and not names and not re.fullmatch(r"[1-9][0-9]*", c.value):
+        return Problem("InvalidCellId", f"classify.value {c.value!r} must be an integer cell id")
+    return {"classify": {"type": c.type.value, "value": c.value}}
+
+
+def _groups_of(spec: RoutingRuleSpec) -> tuple[str, ...]:
+    """Named groups of an already-checked match (its patterns compile)."""
+    m = spec.match
+    if m is None:
+        return ()
+    patterns = [p for p in (m.regex_name, m.regex_value) if p]
+    return tuple(name for p in patterns for name in compile_pattern(p).group_names)
+
+
+def _render_proxy(spec: RoutingRuleSpec, topology: Topology) -> dict[str, Any] | Problem:
     if spec.classify is not None:
-        return None, Problem("ConflictingAction", "action proxy cannot have a classify section")
+        return Problem("ConflictingAction", "action proxy cannot have a classify section")
     p = spec.proxy or ProxySpec()
     if p.cell_ref and p.address:
-        return None, Problem("InvalidProxy", "proxy takes one of cellRef and address, not both")
+        return Problem("InvalidProxy", "proxy takes one of cellRef and address, not both")
     if not p.cell_ref and not p.address:
-        # Valid upstream: {"action": "proxy"} goes to the router's default upstream.
-        return _checked(element), None
+        return {}  # valid upstream: {"action": "proxy"} goes to the router's default upstream
     if p.address:
         if problem := address_problem(p.address):
-            return None, Problem("InvalidAddress", f"proxy.{problem}")
-        element["proxy"] = {"address": p.address}
-        return _checked(element), None
+            return Problem("InvalidAddress", f"proxy.{problem}")
+        return {"proxy": {"address": p.address}}
     record = topology.record(p.cell_ref or "")
     if record is None:
-        return None, Problem("CellNotFound", f"proxy.cellRef {p.cell_ref!r} names no registered Cell in this namespace")
+        return Problem("CellNotFound", f"proxy.cellRef {p.cell_ref!r} names no registered Cell in this namespace")
     if not record.routable:
-        return None, Problem("CellNotRoutable", f"proxy.cellRef {p.cell_ref!r} is {record.state.value}: not routable")
-    element["proxy"] = {"address": record.address}
-    return _checked(element), None
+        return Problem("CellNotRoutable", f"proxy.cellRef {p.cell_ref!r} is {record.state.value}: not routable")
+    return {"proxy": {"address": record.address}}
 
 
 def _checked(element: dict[str, Any]) -> dict[str, Any]:
     """Round-trip through the router's format model: what we publish is what the router parses."""
     return RouterRule.model_validate(element).to_json()
+
+
+def spec_of_element(ruleset: str, priority: int, element: dict[str, Any]) -> dict[str, Any]:
+    """A RoutingRule spec that renders to exactly this published element, in either dialect.
+
+    The inverse of :func:`render_rule` for ``cells-operator render`` (objects published but not declared);
+    a ``cellRef`` is already an address, a 2024 ``regex_name`` stays a pattern.
+    """
+    spec: dict[str, Any] = {"ruleset": ruleset, "priority": priority, "action": element["action"]}
+    if "id" in element:
+        spec["id"] = element["id"]
+    if "match" in element:
+        m = element["match"]
+        spec["match"] = {"type": m["type"], "regexValue": m.get("regexValue", m.get("regex_value"))}
+        for published, field in (("name", "name"), ("regexName", "regexName"), ("regex_name", "regexName")):
+            if published in m:
+                spec["match"][field] = m[published]
+    for key in ("transform", "validate", "classify"):
+        if key in element:
+            spec[key] = element[key]
+    if "proxy" in element:
+        spec["proxy"] = {"address": element["proxy"]["address"]}
+    return spec

@@ -20,7 +20,7 @@ from typing import Any
 
 from .cell import Problem
 from .records import content_hash
-from .rule import parse_rule_spec, render_rule
+from .rule import Dialect, default_dialect, parse_rule_spec, render_rule
 from .topology import Topology
 
 INDEX_KEY = "cells-operator.index.json"
@@ -144,12 +144,12 @@ class Desired:
 Choice = tuple[LiveRule | None, Problem | None]
 
 
-def desire(obj: RuleObject, topology: Topology) -> Desired:
-    """Parse and render one rule against the records."""
+def desire(obj: RuleObject, topology: Topology, dialect: Dialect | None = None) -> Desired:
+    """Parse and render one rule against the records, in ``dialect`` (ADR 0014)."""
     spec, problem = parse_rule_spec(dict(obj.spec))
     if spec is None:
         return Desired(None, problem, None)
-    element, problem = render_rule(spec, topology)
+    element, problem = render_rule(spec, topology, name=obj.name, dialect=dialect)
     if element is None:
         return Desired(None, problem, spec.ruleset)
     return Desired(
@@ -157,9 +157,12 @@ def desire(obj: RuleObject, topology: Topology) -> Desired:
     )
 
 
-def choose_one(desired: Desired, old: LiveRule | None, frozen: set[str], limit: int) -> Choice:
+def choose_one(
+    desired: Desired, old: LiveRule | None, frozen: set[str], limit: int, dialect: Dialect | None = None
+) -> Choice:
     """The new element if valid, else the last valid one; a rule touching a ``frozen`` (too large) ruleset
-    keeps what is published and says why."""
+    keeps what is published and says why. After a dialect switch, an old element in the other dialect is
+    withdrawn rather than mixed into the ruleset (ADR 0014 decision 11)."""
     new, problem = desired.live, desired.problem
     touches_frozen = (new is not None and new.ruleset in frozen) or (old is not None and old.ruleset in frozen)
     if touches_frozen and new != old:
@@ -170,7 +173,37 @@ def choose_one(desired: Desired, old: LiveRule | None, frozen: set[str], limit: 
         return old, problem or too_large
     if new is not None:
         return new, None
+    if old is not None and dialect is not None and _element_dialect(old.element) not in (None, dialect):
+        return None, problem
     return old, problem  # last valid version, if there is one
+
+
+def _element_dialect(element: Mapping[str, Any]) -> Dialect | None:
+    """The dialect a published element is written in; None for one valid in both (no match, no id)."""
+    match = element.get("match") or {}
+    if "regex_value" in match:
+        return Dialect.V2024
+    if "regexValue" in match or any(k in element for k in ("id", "transform", "validate")):
+        return Dialect.CURRENT
+    return None
+
+
+def refuse_duplicate_ids(desired: dict[str, Desired]) -> None:
+    """Two rules of one ruleset publishing the same ``id``: the later one (priority, name) is refused."""
+    seen: dict[tuple[str, str], str] = {}
+    candidates = sorted((d.live.priority, d.live.name, uid) for uid, d in desired.items() if d.live is not None)
+    for _, _, uid in candidates:
+        live = desired[uid].live
+        assert live is not None
+        rule_id = live.element.get("id")
+        if rule_id is None:
+            continue
+        key = (live.ruleset, rule_id)
+        if key in seen:
+            message = f"id {rule_id!r} is already the id of rule {seen[key]!r} in ruleset {live.ruleset!r}"
+            desired[uid] = Desired(None, Problem("DuplicateId", message), live.ruleset)
+        else:
+            seen[key] = live.name
 
 
 def choose(
@@ -179,8 +212,11 @@ def choose(
     previous: PublishedRules,
     frozen: set[str],
     limit: int,
+    dialect: Dialect | None = None,
 ) -> dict[str, Choice]:
-    return {obj.uid: choose_one(desired[obj.uid], previous.live.get(obj.uid), frozen, limit) for obj in rules}
+    return {
+        obj.uid: choose_one(desired[obj.uid], previous.live.get(obj.uid), frozen, limit, dialect) for obj in rules
+    }
 
 
 def _render_chosen(chosen: Mapping[str, Choice]) -> tuple[dict[str, str], dict[str, list[LiveRule]]]:
@@ -224,16 +260,20 @@ def plan_rulesets(
     topology: Topology,
     previous: PublishedRules,
     limit: int = MAX_CONFIGMAP_BYTES,
+    dialect: Dialect | None = None,
 ) -> RulesPlan:
     """Desired elements, the choice of each rule, the rendered ConfigMap; over ``limit``, every ruleset the
-    change touches is frozen as published and the choice made again; then each rule's verdict."""
-    desired = {obj.uid: desire(obj, topology) for obj in rules}
-    chosen = choose(rules, desired, previous, set(), limit)
+    change touches is frozen as published and the choice made again; then each rule's verdict. ``dialect``
+    defaults to the process's (``rule.default_dialect``, ADR 0014)."""
+    dialect = dialect or default_dialect()
+    desired = {obj.uid: desire(obj, topology, dialect) for obj in rules}
+    refuse_duplicate_ids(desired)
+    chosen = choose(rules, desired, previous, set(), limit, dialect)
     data, by_set = _render_chosen(chosen)
     too_large: list[str] = []
     if _size(data) > limit:
         too_large = sorted(changed_rulesets(data, by_set, previous))
-        chosen = choose(rules, desired, previous, set(too_large), limit)
+        chosen = choose(rules, desired, previous, set(too_large), limit, dialect)
         data, by_set = _render_chosen(chosen)
     hashes = {rs: content_hash(data[rs + RULESET_SUFFIX]) for rs in by_set}
     verdicts = {obj.name: verdict(obj, chosen[obj.uid], desired[obj.uid], by_set, hashes) for obj in rules}

@@ -145,7 +145,7 @@ def test_proxy_without_address_is_published_without_proxy_and_routes_to_the_defa
             spec["proxy"] = proxy
         element, problem = render_rule(RoutingRuleSpec.model_validate(spec), Topology())
         assert problem is None
-        assert element == {"match": {"type": "path", "regex_value": "^/-/health"}, "action": "proxy"}
+        assert element == {"match": {"type": "path", "regexValue": "^/-/health"}, "action": "proxy"}
     ruleset = load_ruleset(json.dumps([element, {"action": "classify", "classify": {"type": "FIRST_CELL"}}]))
     decision = ruleset.decide(RequestView.build("/-/health", []))
     assert (decision.action, decision.address, decision.classify_type) == ("proxy", None, None)

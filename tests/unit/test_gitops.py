@@ -409,7 +409,7 @@ def test_without_prune_what_the_input_does_not_declare_stays_published(tmp_path,
     old_rules = json.loads(old_docs[1]["data"]["session_token.json"])
     new_rules = json.loads(new_docs[1]["data"]["session_token.json"])
     assert (
-        new_rules[0] == {"action": "proxy", "proxy": {"address": "cell-4.cells.svc:8080"}}
+        new_rules[0] == {"id": "pin", "action": "proxy", "proxy": {"address": "cell-4.cells.svc:8080"}}
         and new_rules[1:] == old_rules
     )
     index = json.loads(new_docs[1]["data"]["cells-operator.index.json"])["session_token"]
@@ -484,7 +484,7 @@ def test_route_explains_the_session_cookie_match(rendered, capsys, monkeypatch):
     assert code == 0
     assert out.splitlines() == [
         "request path '/dashboard', ruleset 'session_token'",
-        "  position 0 (rule 'force-cell'): no match: no cookie whose name matches regex_name ^force-cell$ "
+        "  position 0 (rule 'force-cell'): no match: no cookie whose name matches regexName ^force-cell$ "
         "(cookies sent: _gitlab_session)",
         "  position 1 (rule 'session-cookie'): MATCH, action classify",
         "    captured groups: cell_name='cell-2'",
@@ -503,6 +503,8 @@ def test_route_json_and_an_unknown_cell(rendered, capsys, monkeypatch):
         "rule": "position 0 (rule 'force-cell')",
         "action": "classify",
         "groups": {"cell_name": "cell-9"},
+        "decoded": [],
+        "tokens": [],
     }
     assert e["classify"] == {
         "request": {"type": "SESSION_PREFIX", "value": "cell-9"},

@@ -6,7 +6,7 @@ import pytest
 
 from cells_operator.cell import CellState
 from cells_operator.ranges import SequenceRange
-from cells_operator.rule import RoutingRuleSpec, render_rule
+from cells_operator.rule import Dialect, RoutingRuleSpec, render_rule
 from cells_operator.rulesets import INDEX_KEY, PublishedRules, RuleObject, parse_published, plan_rulesets
 from cells_operator.topology import CellRecord, Topology
 from tests.support.rules import CATCH_ALL, FORCE, SESSION
@@ -27,8 +27,8 @@ def rec(name, id_, state=CellState.ACTIVE, address=None):
 TOPO = Topology(cells=(rec("cell-1", 1), rec("cell-2", 2), rec("gone", 3, state=CellState.OFFLINE)))
 
 
-def render(spec, topology=TOPO):
-    return render_rule(RoutingRuleSpec.model_validate(spec), topology)
+def render(spec, topology=TOPO, **kwargs):
+    return render_rule(RoutingRuleSpec.model_validate(spec), topology, **kwargs)
 
 
 def reason(spec, topology=TOPO):
@@ -38,7 +38,8 @@ def reason(spec, topology=TOPO):
 
 
 def test_session_rule_renders_in_router_format():
-    element, problem = render(SESSION)
+    """The 2024 dialect, on request (ADR 0014): snake_case match fields, no id."""
+    element, problem = render(SESSION, dialect=Dialect.V2024)
     assert problem is None
     assert element == {
         "match": {
@@ -140,7 +141,7 @@ def test_invalid_rule_never_enters_and_last_valid_version_stays():
     # a rule that never was valid is simply absent
     plan3 = plan_rulesets([rule("new", broken), rule("c", CATCH_ALL)], TOPO, published)
     assert plan3.verdicts["new"].live is None
-    assert ruleset(plan3) == [{"action": "classify", "classify": {"type": "FIRST_CELL"}}]
+    assert ruleset(plan3) == [{"id": "c", "action": "classify", "classify": {"type": "FIRST_CELL"}}]
 
 
 def test_cell_changes_flow_into_proxy_rules():
