@@ -72,6 +72,10 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     config = config_from(args)  # handed to kopf's handlers in the memo (supervisor.serve)
+    if args.router_dialect:
+        from .rule import Dialect, set_process_dialect
+
+        set_process_dialect(Dialect(args.router_dialect))  # admission and the planner publish alike (ADR 0014)
     if config.webhook_listen:
         webhook.register()
     kopf.configure(
@@ -183,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--topology-configmap", help="records ConfigMap name (default cells-topology)")
     run.add_argument("--router-configmap", help="router rules ConfigMap name (default cells-router-rules)")
+    run.add_argument(
+        "--router-dialect",
+        choices=("current", "2024"),
+        help="rules format to publish (default: $CELLS_ROUTER_DIALECT, else current; ADR 0014)",
+    )
     run.add_argument(
         "--base-config-configmap",
         help="ConfigMap (in each managed namespace) whose config.toml key is merged before the [[cells]] "

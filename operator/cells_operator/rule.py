@@ -66,15 +66,25 @@ class Dialect(StrEnum):
     V2024 = "2024"  # match.regex_name / regex_value, no id, no transform or validate
 
 
-DIALECT_ENV = "CELLS_ROUTER_DIALECT"  # set by `cells-operator run --router-dialect`; read by render/validate too
+DIALECT_ENV = "CELLS_ROUTER_DIALECT"  # the Deployment's setting; read by render/validate too
+
+
+_PROCESS_DIALECT: list[Dialect] = []  # set once by `cells-operator run --router-dialect`
+
+
+def set_process_dialect(dialect: Dialect | None) -> None:
+    """``cells-operator run --router-dialect``: the dialect for this process, over the environment's."""
+    _PROCESS_DIALECT[:] = [dialect] if dialect is not None else []
 
 
 def default_dialect() -> Dialect:
-    """The dialect this process publishes: ``$CELLS_ROUTER_DIALECT``, else ``current``.
+    """The dialect this process publishes: ``--router-dialect``, else ``$CELLS_ROUTER_DIALECT``, else current.
 
     One operator feeds one router build, so the dialect is a process setting rather than a field of every
     rule; admission, the planner and ``cells-operator render``/``validate`` all read it here, so they agree.
     """
+    if _PROCESS_DIALECT:
+        return _PROCESS_DIALECT[0]
     raw = os.environ.get(DIALECT_ENV, "").strip() or Dialect.CURRENT.value
     try:
         return Dialect(raw)
@@ -147,10 +157,10 @@ class RoutingRuleSpec(_Spec):
     ruleset: str = Field(description="The ruleset (router ConfigMap key <ruleset>.json) this rule belongs to.")
     priority: int = Field(100, description="Evaluation order within the ruleset: lower first, then by name.")
     match: MatchSpec | None = Field(None, description="What a request must carry; absent matches every request.")
-    transform: TransformStepSpec | list[TransformStepSpec] | None = Field(
+    transform: list[TransformStepSpec] | None = Field(
         None,
-        description="Decoding of what the match captured: one step, or an array of steps run in order "
-        "(current dialect only).",
+        description="Decoding of what the match captured: steps run in order (current dialect only); one "
+        "step is published as an object (GitLab's current shape), several as an array (ADR 0014).",
     )
     validate_: ValidateSpec | None = Field(
         None,
@@ -331,12 +341,10 @@ def _render_phases(spec: RoutingRuleSpec, groups: tuple[str, ...]) -> dict[str, 
     return out
 
 
-def _raw_transform(transform: TransformStepSpec | list[TransformStepSpec] | None) -> Any:
+def _raw_transform(transform: list[TransformStepSpec] | None) -> Any:
     if transform is None:
         return None
-    if isinstance(transform, list):
-        return [step.model_dump(by_alias=True, exclude_none=True) for step in transform]
-    return transform.model_dump(by_alias=True, exclude_none=True)
+    return [step.model_dump(by_alias=True, exclude_none=True) for step in transform]
 
 
 def _render_classify(spec: RoutingRuleSpec, checked: bool) -> dict[str, Any] | Problem:
@@ -409,7 +417,10 @@ def spec_of_element(ruleset: str, priority: int, element: dict[str, Any]) -> dic
         for published, field in (("name", "name"), ("regexName", "regexName"), ("regex_name", "regexName")):
             if published in m:
                 spec["match"][field] = m[published]
-    for key in ("transform", "validate", "classify"):
+    if "transform" in element:
+        steps = element["transform"]
+        spec["transform"] = [steps] if isinstance(steps, dict) else steps
+    for key in ("validate", "classify"):
         if key in element:
             spec[key] = element[key]
     if "proxy" in element:
