@@ -19,6 +19,7 @@ from tests.support.kubectl import eventually
 from tests.support.operator import metric_value
 from tests.support.rules import SAMPLE_SPECS
 from tests.support.rules import rule_manifest as rule
+from tests.support.tokens import basic_authorization, job_token, personal_access_token, runner_token
 
 
 @pytest.fixture
@@ -181,3 +182,26 @@ def test_topology_service_api(stack):
     assert request(ts + "/v1/cells/42").status == 404
     metrics = request(ts + "/metrics").body.decode()
     assert "topology_service_records_revision" in metrics and "topology_service_requests_total" in metrics
+
+
+def test_api_tokens_minted_for_cell_2_reach_cell_2(stack):
+    """Issue 18: every routable kind, generated for cell 2 (never copied tokens), through the operator's
+    published current-dialect rules and the router: cell 2 answers and sees ``CELL_ID`` as the rule type."""
+    pat = personal_access_token(2, 1, 1234)
+    kinds = {
+        "PRIVATE-TOKEN": {"PRIVATE-TOKEN": pat},
+        "Authorization: Bearer": {"Authorization": f"Bearer {pat}"},
+        "RUNNER-TOKEN": {"RUNNER-TOKEN": runner_token(2, 1, group=77)},
+        "JOB-TOKEN": {"JOB-TOKEN": job_token(2, 1, 1234, project=5)},
+        "Basic password (PAT)": {"Authorization": basic_authorization("oauth2", pat)},
+        "Basic password (job token)": {"Authorization": basic_authorization("gitlab-ci-token", job_token(2, 1, 9))},
+    }
+    for kind, headers in kinds.items():
+        r = get(stack, "/api/v4/user", headers=dict(headers))
+        assert (r.status, r.cell) == (200, "cell-2"), kind
+        sent = {k.lower(): v for k, v in r.json()["headers"].items()}
+        assert sent["x-gitlab-http-router-rule-type"] == "CELL_ID", kind
+        assert sent["x-gitlab-http-router-rule-action"] == "classify", kind
+    # A token without a cell id falls through to the catch-all: the first cell.
+    r = get(stack, "/api/v4/user", headers={"PRIVATE-TOKEN": personal_access_token(None, 1, 1234)})
+    assert (r.cell, r.headers["X-Cells-Router-Rule-Type"]) == ("cell-1", "FIRST_CELL")
