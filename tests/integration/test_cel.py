@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.cells import cell_manifest, wait_ready
 from tests.support.kubectl import Kubectl, merge_patch_args
+from tests.support.rules import SAMPLE_SPECS
 
 SIZE = 10**11
 
@@ -210,3 +211,38 @@ def test_rules_that_say_what_to_do_are_accepted_and_fixable(kubectl, namespace, 
     assert "(ConflictingAction)" in error
     kubectl.merge_patch("routingrule", "to-cell", namespace, {"spec": {**to_classify, "proxy": None}})
     assert kubectl.get("routingrule", "to-cell", namespace)["spec"]["action"] == "classify"
+
+
+TOKEN_STEP = {"type": "routable-token-payload", "input": ["${payload}", "${payload_length}"], "output": "decoded"}
+TOKEN_RULE = {
+    "ruleset": "s",
+    "id": "session_token_header_private_token",
+    "match": {
+        "type": "header",
+        "name": "private-token",
+        "regexValue": SAMPLE_SPECS["token-private-token"]["match"]["regexValue"],
+    },
+    "transform": [TOKEN_STEP],
+    "validate": {"exist": ["${decoded.c}"]},
+    "action": "classify",
+    "classify": {"type": "CELL_ID", "value": "${decoded.c}"},
+}
+REFUSED_TOKEN_RULES = [
+    ("name-and-pattern", {"match": {**TOKEN_RULE["match"], "regexName": "^x$"}}, "(ConflictingName)"),
+    ("five-steps", {"transform": [TOKEN_STEP] * 5}, "spec.transform"),
+    ("bad-output", {"transform": [{**TOKEN_STEP, "output": "a.b"}]}, "spec.transform[0].output"),
+    ("three-inputs", {"transform": [{**TOKEN_STEP, "input": ["a", "b", "c"]}]}, "spec.transform[0].input"),
+    ("empty-exist", {"validate": {"exist": []}}, "spec.validate.exist"),
+    ("bad-id", {"id": "-x"}, "spec.id"),
+    ("bad-name", {"match": {**TOKEN_RULE["match"], "name": "private token"}}, "spec.match.name"),
+]
+
+
+def test_token_rule_fields_are_stored_and_broken_shapes_refused(kubectl, namespace, no_webhook):
+    """Issue 18's fields pass the structural schema unpruned; what the schema can say about them it refuses."""
+    kubectl.apply([rule("token", TOKEN_RULE)], namespace)
+    stored = kubectl.get("routingrule", "token", namespace)["spec"]
+    assert {k: stored[k] for k in TOKEN_RULE} == TOKEN_RULE
+    for name, change, expected in REFUSED_TOKEN_RULES:
+        error = apply_refused(kubectl, namespace, rule(name, {**TOKEN_RULE, **change}))
+        assert expected in error, (name, error)

@@ -127,8 +127,8 @@ def test_proxy_without_address_is_published_without_proxy(kubectl, namespace, op
     wait_ready(kubectl, "routingrule", "empty-proxy", namespace)
     cm = kubectl.get("configmap", "cells-router-rules", namespace)
     assert json.loads(cm["data"]["edge.json"]) == [
-        {"match": {"type": "path", "regex_value": "^/-/health"}, "action": "proxy"},
-        {"action": "proxy"},
+        {"id": "health", "match": {"type": "path", "regexValue": "^/-/health"}, "action": "proxy"},
+        {"id": "empty-proxy", "action": "proxy"},
     ]
 
 

@@ -34,25 +34,28 @@ def test_gitlab_session_rules_end_to_end(kubectl, namespace, operator):
     rules = published(kubectl, namespace)
     assert rules == [
         {
-            "match": {"type": "cookie", "regex_name": "^force-cell$", "regex_value": r"^(?<cell_name>cell-\d+)$"},
+            "id": "force-cell",
+            "match": {"type": "cookie", "regexName": "^force-cell$", "regexValue": r"^(?<cell_name>cell-\d+)$"},
             "action": "classify",
             "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"},
         },
         {
+            "id": "session",
             "match": {
                 "type": "cookie",
-                "regex_name": "^_gitlab_session(_[0-9a-f]+)?$",
-                "regex_value": r"^(?<cell_name>cell-\d+)-.*",
+                "regexName": "^_gitlab_session(_[0-9a-f]+)?$",
+                "regexValue": r"^(?<cell_name>cell-\d+)-.*",
             },
             "action": "classify",
             "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"},
         },
         {
-            "match": {"type": "path", "regex_value": r"^/api/v4/cells/(?<cell_id>\d+)/"},
+            "id": "path",
+            "match": {"type": "path", "regexValue": r"^/api/v4/cells/(?<cell_id>\d+)/"},
             "action": "classify",
             "classify": {"type": "CELL_ID", "value": "${cell_id}"},
         },
-        {"action": "classify", "classify": {"type": "FIRST_CELL"}},
+        {"id": "catch-all", "action": "classify", "classify": {"type": "FIRST_CELL"}},
     ]
     assert [statuses[n]["position"] for n in ("force-cell", "session", "path", "catch-all")] == [0, 1, 2, 3]
     cm = kubectl.get("configmap", "cells-router-rules", namespace)
@@ -112,7 +115,7 @@ def test_last_valid_version_stays_published_until_fixed(kubectl, namespace, oper
     kubectl.merge_patch("routingrule", "session", namespace, fixed)
     obj = wait_ready(kubectl, "routingrule", "session", namespace)
     assert obj["status"]["liveGeneration"] == 3
-    assert published(kubectl, namespace)[0]["match"]["regex_value"] == "^(?<cell_name>cell-\\d+)_.*"
+    assert published(kubectl, namespace)[0]["match"]["regexValue"] == "^(?<cell_name>cell-\\d+)_.*"
 
 
 def test_cell_address_change_and_offline_flow_into_proxy_rules(kubectl, namespace, operator):
@@ -211,7 +214,7 @@ def test_ruleset_over_the_configmap_limit_keeps_the_previous_version(kubectl, na
     assert sum(len(k) + len(v.encode()) for k, v in cm["data"].items()) <= 1_000_000
     rules = published(kubectl, namespace)  # whole, parseable, never truncated
     assert len(rules) == 2 + reasons.count("Published")
-    assert rules[0]["match"]["regex_value"] == SESSION["match"]["regexValue"]
+    assert rules[0]["match"]["regexValue"] == SESSION["match"]["regexValue"]
     assert rules[-1] == {"action": "classify", "classify": {"type": "FIRST_CELL"}}
 
 
