@@ -28,7 +28,7 @@ from cells_operator.rule import (
     render_rule,
     spec_of_element,
 )
-from cells_operator.rulesets import PublishedRules, RuleObject, plan_rulesets
+from cells_operator.rulesets import PublishedRules, RuleObject, parse_published, plan_rulesets
 from cells_operator.topology import CellRecord, Topology
 from tests.support.rules import SAMPLE_SPECS
 from tests.support.tokens import basic_authorization, job_token, personal_access_token, runner_token
@@ -326,3 +326,14 @@ def test_every_spec_field_has_a_description():
     ]
     missing = [f"{m.__name__}.{n}" for m in models for n, f in m.model_fields.items() if not f.description]
     assert missing == []
+
+
+def test_switching_to_2024_withdraws_token_rules_instead_of_mixing_dialects():
+    """The last-valid-version policy keeps an old element only if it is in the dialect being published."""
+    current = published(Dialect.CURRENT)
+    objects = [RuleObject(name, f"uid-{name}", spec) for name, spec in SAMPLE_SPECS.items()]
+    switched = plan_rulesets(objects, TOPO, parse_published(current.data), dialect=Dialect.V2024)
+    rules = json.loads(switched.data["session_token.json"])
+    assert all("regexValue" not in (r.get("match") or {}) and "id" not in r for r in rules)
+    assert switched.verdicts["token-job"].live is None
+    assert switched.verdicts["token-job"].problem.reason == "NotInDialect"
