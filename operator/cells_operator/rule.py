@@ -1,16 +1,26 @@
 """The ``RoutingRule`` resource: its spec as a frozen model, validation, and one rule in the router's format.
 
-A rule is rendered into the HTTP router's own rules format::
+A rule is rendered into the HTTP router's rules format (:mod:`cells_operator.router_format`), in the
+dialect this process publishes (:func:`default_dialect`, ADR 0014 decision 11). Current dialect::
 
-    {"match": {"type": "cookie", "regex_name": "...", "regex_value": "..."},
-     "action": "classify", "classify": {"type": "SESSION_PREFIX", "value": "${cell_name}"}}
-    {"action": "proxy", "proxy": {"address": "host:port"}}
-    {"action": "proxy"}                       (the router's default upstream)
+    {"id": "token-private-token",
+     "match": {"type": "header", "name": "private-token", "regexValue": "...(?<payload>...)..."},
+     "transform": {"type": "routable-token-payload", "input": ["${payload}", "${payload_length}"],
+                   "output": "decoded"},
+     "validate": {"exist": ["${decoded.c}"]},
+     "action": "classify", "classify": {"type": "CELL_ID", "value": "${decoded.c}"}}
+    {"id": "session-cookie", "match": {"type": "cookie", "regexName": "...", "regexValue": "..."}, ...}
+    {"id": "to-cell", "action": "proxy", "proxy": {"address": "host:port"}}
+
+2024 dialect: ``match.regex_name`` / ``regex_value``, no id, no transform or validate.
 
 Validation is everything the edge would otherwise find out the hard way: ECMAScript patterns that a
 JavaScript engine rejects, patterns with catastrophic backtracking (:mod:`cells_operator.redos`),
-interpolations of groups the match does not define, proxies to cells that do not exist or are not
-routable, non-integer literal cell ids.
+interpolations of groups the match does not define, transforms the router cannot run (checked by the
+router's own :func:`cells_dataplane.transforms.parse_phases`), what the chosen dialect cannot express,
+proxies to cells that do not exist or are not routable, non-integer literal cell ids. Admission
+(:mod:`cells_operator.admission`) and the planner (:mod:`cells_operator.rulesets`) both call
+:func:`render_rule`, so they refuse alike, with the same CamelCase reasons.
 """
 
 from __future__ import annotations
