@@ -24,6 +24,7 @@ from cells_operator.ranges import DEFAULT_SEQUENCE_SIZE as SIZE
 from cells_operator.records import parse_topology_json
 from cells_operator.topology import CellObject, Topology, plan_topology
 from tests.support.cells import cell_manifest as cell
+from tests.support.rules import SAMPLE_SPECS
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "deploy" / "samples"
@@ -75,9 +76,9 @@ def records_of(*cells: dict) -> Topology:
 def test_the_shipped_samples_are_valid(capsys, monkeypatch):
     code, out, _ = run(["validate", "-f", str(SAMPLES), "-n", "cells"], capsys, monkeypatch)
     assert code == 0, out
-    assert out.count(": ok (") == 7
+    assert out.count(": ok (") == 13
     assert "Cell cells/legacy: ok (Registered): cell 1 (cell-1) is registered, Active and routable" in out
-    assert "RoutingRule cells/catch-all: ok (Published): published at position 3 of ruleset 'session_token'" in out
+    assert "RoutingRule cells/catch-all: ok (Published): published at position 9 of ruleset 'session_token'" in out
     # the kustomization is not ours: named and skipped, with the way to check what it builds
     assert "kustomization.yaml#1: Kustomization (kustomize.config.k8s.io/v1beta1) is not a cells.dev object" in out
     assert "cell-2: Registered: registered cell 2 (cell-2) with sequence ranges [1000000000000, 1099999999999]" in out
@@ -418,13 +419,14 @@ def test_without_prune_what_the_input_does_not_declare_stays_published(tmp_path,
         "new:force-cell",
         "new:session-cookie",
         "new:path-cell-id",
+        *(f"new:{name}" for name in SAMPLE_SPECS if name.startswith("token-")),
         "new:catch-all",
     ]
     # a new cell reusing a published id is refused as admission would, and the kept objects are named
     code, out, _ = run(["validate", "-f", "-", *records], capsys, monkeypatch, stdin=stream(cell("again", 2)))
     assert code == 1
     assert "Cell 'again' is refused (DuplicateId): id 2 is already registered by cell 'cell-2'" in out
-    assert "(published) cells: 3 Cell(s) and 4 RoutingRule(s) are published but not in the input: kept" in out
+    assert "(published) cells: 3 Cell(s) and 10 RoutingRule(s) are published but not in the input: kept" in out
     # nothing in the input changes nothing published
     code, same, _ = render(
         ["-f", "-", *records],
