@@ -9,9 +9,12 @@ admission give for rules that could never work are checked reason by reason.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cells_dataplane.routing import RequestView, load_ruleset
 from cells_operator.admission import review_rule
@@ -337,3 +340,29 @@ def test_switching_to_2024_withdraws_token_rules_instead_of_mixing_dialects():
     assert all("regexValue" not in (r.get("match") or {}) and "id" not in r for r in rules)
     assert switched.verdicts["token-job"].live is None
     assert switched.verdicts["token-job"].problem.reason == "NotInDialect"
+
+
+_ROUTER = functools.cache(lambda: sample_router()[0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cell=st.integers(min_value=1, max_value=2**62),
+    organization=st.integers(min_value=1, max_value=2**40),
+    kind=st.sampled_from(TOKEN_RULES),
+)
+def test_any_cell_id_round_trips_through_the_published_rules(cell, organization, kind):
+    """Generation -> published sample rules -> router decision, for any cell id: the decimal id comes back."""
+    headers = kinds(cell)[kind]
+    if kind != "token-private-token":  # vary the organization too where the generator takes it first
+        headers = {
+            "token-bearer": [("Authorization", f"Bearer {personal_access_token(cell, organization, 1)}")],
+            "token-runner": [("RUNNER-TOKEN", runner_token(cell, organization, project=3))],
+            "token-job": [("JOB-TOKEN", job_token(cell, organization, 1))],
+            "token-basic": [("Authorization", basic_authorization("u", personal_access_token(cell, organization, 1)))],
+            "token-basic-job": [
+                ("Authorization", basic_authorization("gitlab-ci-token", job_token(cell, organization, 1)))
+            ],
+        }[kind]
+    decision = _ROUTER().decide(RequestView.build("/api/v4/projects", headers))
+    assert decision is not None and (decision.classify_type, decision.value) == ("CELL_ID", str(cell))
