@@ -50,7 +50,7 @@ from .routable_token import (
 
 TEMPLATE = re.compile(r"\$\{([^}]*)\}")
 _REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?")
-_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_STEPS = 4  # the longest known chain is two steps [M1]; a bound keeps per-request work small
 STEP_FIELDS = frozenset({"type", "input", "output", "regexValue"})
 
@@ -376,7 +376,7 @@ def _step(index: int, raw: dict[str, Any], groups: tuple[str, ...], earlier: lis
             "InvalidTransformInput", f"{where}: {kind.value} takes input: a list of {count} template strings"
         )
     output = raw.get("output")
-    if not isinstance(output, str) or not _OUTPUT_NAME.fullmatch(output):
+    if not isinstance(output, str) or not OUTPUT_NAME.fullmatch(output):
         return SpecProblem("InvalidOutputName", f"{where}: output {output!r} must be a name (letters, digits, '_')")
     if output in earlier:
         return SpecProblem("DuplicateOutput", f"{where}: output {output!r} is already the output of an earlier step")

@@ -33,7 +33,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from cells_dataplane.transforms import SpecProblem, check_template, parse_phases, render_transform
+from cells_dataplane.transforms import (
+    MAX_STEPS,
+    OUTPUT_NAME,
+    SpecProblem,
+    check_template,
+    parse_phases,
+    render_transform,
+)
 
 from . import redos
 from .cell import Problem, address_problem
@@ -102,16 +109,26 @@ def default_dialect() -> Dialect:
         raise ValueError(f"{DIALECT_ENV}={raw!r}: expected one of {', '.join(d.value for d in Dialect)}") from None
 
 
+# Schema only (json_schema_extra, ADR 0017): what the API server refuses on top of the model. The model
+# parses such input on purpose, so the planner and admission name the problem with their own reasons.
+CONFLICTING_NAME = {
+    "rule": "!(has(self.name) && has(self.regexName))",
+    "message": "(ConflictingName) match takes one of name (literal) and regexName (pattern), not both",
+    "fieldPath": ".name",
+}
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
 
 class MatchSpec(_Spec):
-    type: MatchType = Field(description="What the rule matches on: a cookie, a header, or the request path.")
+    type: MatchType = Field(description="Match a cookie, a header, or the request path.")
     name: str | None = Field(
         None,
         description="Literal header or cookie name (headers compare case-insensitively and are published "
         "lower-case, cookies exactly). Use this or regexName; not for path matches.",
+        json_schema_extra={"pattern": f"^{FIELD_NAME.pattern}$", "maxLength": 256},
     )
     regex_name: str | None = Field(
         None,
@@ -128,9 +145,13 @@ class TransformStepSpec(_Spec):
     input: list[str] = Field(
         description="Template strings: ${group} (a named group of the match) or ${output.key} (a key of an "
         "earlier step's output). routable-token-payload takes the payload and optionally its length field; "
-        "the others take one value."
+        "the others take one value.",
+        json_schema_extra={"minItems": 1, "maxItems": 2},
     )
-    output: str = Field(description="Name under which this step's keys are available as ${output.key}.")
+    output: str = Field(
+        description="Name under which this step's keys are available as ${output.key}.",
+        json_schema_extra={"pattern": f"^{OUTPUT_NAME.pattern}$"},
+    )
     regex_value: str | None = Field(
         None,
         description="decode-base64-match only: ECMAScript pattern searched in the decoded text; its named "
@@ -141,12 +162,13 @@ class TransformStepSpec(_Spec):
 class ValidateSpec(_Spec):
     exist: list[str] = Field(
         description="Templates that must resolve to a non-empty value, else the rule does not apply and the "
-        "router continues with the next rule."
+        "router continues with the next rule.",
+        json_schema_extra={"minItems": 1},
     )
 
 
 class ClassifySpec(_Spec):
-    type: ClassifyType = Field(description="How the Topology Service finds the cell.")
+    type: ClassifyType = Field(description="What classify.value is: a session prefix, a cell id, or none (first cell).")
     value: str | None = Field(
         None,
         description="The value to classify (not for FIRST_CELL); may interpolate ${group} and ${output.key}.",
@@ -154,8 +176,10 @@ class ClassifySpec(_Spec):
 
 
 class ProxySpec(_Spec):
-    cell_ref: str | None = Field(None, description="Name of a Cell in this namespace to proxy to.")
-    address: str | None = Field(None, description="host[:port] to proxy to.")
+    cell_ref: str | None = Field(None, description="Name of a Cell in this namespace; its address is used.")
+    address: str | None = Field(
+        None, description="A literal address: hostname, IPv4 or [IPv6], each with an optional :port."
+    )
 
 
 class RoutingRuleSpec(_Spec):
@@ -163,23 +187,36 @@ class RoutingRuleSpec(_Spec):
         None,
         description="The published rule's id (current dialect only); defaults to the resource's name. Unique "
         "within a ruleset.",
+        json_schema_extra={"pattern": f"^{RULE_ID.pattern}$", "maxLength": 253},
     )
-    ruleset: str = Field(description="The ruleset (router ConfigMap key <ruleset>.json) this rule belongs to.")
-    priority: int = Field(100, description="Evaluation order within the ruleset: lower first, then by name.")
-    match: MatchSpec | None = Field(None, description="What a request must carry; absent matches every request.")
+    ruleset: str = Field(
+        description="Name of the rule list this rule belongs to (a router loads one ruleset; ConfigMap key "
+        "<ruleset>.json)."
+    )
+    priority: int = Field(100, description="Lower runs first; ties are broken by name.")
+    match: MatchSpec | None = Field(
+        None,
+        description="What the rule matches. Omitted, the rule matches every request (catch-all).",
+        json_schema_extra={"x-kubernetes-validations": [CONFLICTING_NAME]},
+    )
     transform: list[TransformStepSpec] | None = Field(
         None,
         description="Decoding of what the match captured: steps run in order (current dialect only); one "
         "step is published as an object (GitLab's current shape), several as an array (ADR 0014).",
+        json_schema_extra={"minItems": 1, "maxItems": MAX_STEPS},
     )
     validate_: ValidateSpec | None = Field(
         None,
         alias="validate",
         description="Values that must exist for the rule to apply (current dialect only).",
     )
-    action: Action = Field(description="classify (ask the Topology Service) or proxy.")
-    classify: ClassifySpec | None = Field(None, description="Required for action classify.")
-    proxy: ProxySpec | None = Field(None, description="For action proxy; absent means the router's default upstream.")
+    action: Action = Field(description="classify asks the Topology Service; proxy sends the request straight on.")
+    classify: ClassifySpec | None = Field(None, description="How action classify asks the Topology Service.")
+    proxy: ProxySpec | None = Field(
+        None,
+        description="Where action proxy sends the request: cellRef or address. Omitted (or empty), the rule is "
+        'published as {"action": "proxy"} and goes to the router\'s default upstream.',
+    )
 
 
 def parse_rule_spec(spec: dict[str, Any]) -> tuple[RoutingRuleSpec | None, Problem | None]:
