@@ -94,15 +94,15 @@ class CompiledRule:
             return dict(hit.named) if hit else None
         candidates = request.cookies if m.type == "cookie" else request.headers
         for name, value in candidates:
-            name_groups = self._name_groups(name)
-            if name_groups is None:
+            from_name = self.name_groups(name)
+            if from_name is None:
                 continue
             value_hit = self.value_re.search(value)
             if value_hit is not None:
-                return {**name_groups, **value_hit.named}
+                return {**from_name, **value_hit.named}
         return None
 
-    def _name_groups(self, name: str) -> dict[str, str | None] | None:
+    def name_groups(self, name: str) -> dict[str, str | None] | None:
         """The name pattern's groups (``{}`` for a literal name) if ``name`` is the rule's, else None."""
         if self.name is not None:
             return {} if name == self.name else None

@@ -186,7 +186,7 @@ def _why_not(compiled: CompiledRule, request: RequestView) -> str:
         return f"path {request.path!r} does not match {value_field} {m.value_pattern}"
     what = "cookie" if m.type == "cookie" else "header"
     candidates = request.cookies if m.type == "cookie" else request.headers
-    named = [(n, v) for n, v in candidates if compiled._name_groups(n) is not None]
+    named = [(n, v) for n, v in candidates if compiled.name_groups(n) is not None]
     if not named:
         sent = ", ".join(sorted({n for n, _ in candidates})) or "none"
         wanted = (
@@ -219,7 +219,7 @@ def _token_checks(compiled: CompiledRule, request: RequestView) -> list[str]:
     out = []
     candidates = request.cookies if m.type == "cookie" else request.headers
     for name, value in candidates:
-        if compiled._name_groups(name) is None or compiled.value_re.search(value) is None:  # type: ignore[union-attr]
+        if compiled.name_groups(name) is None or compiled.value_re.search(value) is None:  # type: ignore[union-attr]
             continue
         for token in TOKEN_IN_TEXT.findall(_credential_text(value)):
             decoded = decode_routable_token(token)
