@@ -122,7 +122,9 @@ def test_cell_address_change_and_offline_flow_into_proxy_rules(kubectl, namespac
     kubectl.apply([cell_manifest("cell-1", 1, firstCell=True), cell_manifest("cell-2", 2, address="old:1")], namespace)
     kubectl.apply(rule("pin", {"ruleset": "passthrough", "action": "proxy", "proxy": {"cellRef": "cell-2"}}), namespace)
     wait_ready(kubectl, "routingrule", "pin", namespace)
-    assert published(kubectl, namespace, "passthrough") == [{"action": "proxy", "proxy": {"address": "old:1"}}]
+    assert published(kubectl, namespace, "passthrough") == [
+        {"id": "pin", "action": "proxy", "proxy": {"address": "old:1"}}
+    ]
     kubectl.merge_patch("cell", "cell-2", namespace, {"spec": {"address": "new:2"}})
     eventually(
         lambda: published(kubectl, namespace, "passthrough")[0]["proxy"]["address"] == "new:2",
@@ -215,7 +217,7 @@ def test_ruleset_over_the_configmap_limit_keeps_the_previous_version(kubectl, na
     rules = published(kubectl, namespace)  # whole, parseable, never truncated
     assert len(rules) == 2 + reasons.count("Published")
     assert rules[0]["match"]["regexValue"] == SESSION["match"]["regexValue"]
-    assert rules[-1] == {"action": "classify", "classify": {"type": "FIRST_CELL"}}
+    assert rules[-1] == {"id": "catch-all", "action": "classify", "classify": {"type": "FIRST_CELL"}}
 
 
 def test_metrics_after_real_reconciles(kubectl, namespace, operator):
