@@ -214,9 +214,7 @@ def choose(
     limit: int,
     dialect: Dialect | None = None,
 ) -> dict[str, Choice]:
-    return {
-        obj.uid: choose_one(desired[obj.uid], previous.live.get(obj.uid), frozen, limit, dialect) for obj in rules
-    }
+    return {obj.uid: choose_one(desired[obj.uid], previous.live.get(obj.uid), frozen, limit, dialect) for obj in rules}
 
 
 def _render_chosen(chosen: Mapping[str, Choice]) -> tuple[dict[str, str], dict[str, list[LiveRule]]]:
