@@ -366,3 +366,18 @@ def test_any_cell_id_round_trips_through_the_published_rules(cell, organization,
         }[kind]
     decision = _ROUTER().decide(RequestView.build("/api/v4/projects", headers))
     assert decision is not None and (decision.classify_type, decision.value) == ("CELL_ID", str(cell))
+
+
+def test_the_run_flag_sets_the_process_dialect_over_the_environment(monkeypatch):
+    """``cells-operator run --router-dialect`` parses, and the process setting wins over the environment."""
+    from cells_operator import cli
+    from cells_operator.rule import set_process_dialect
+
+    assert cli.build_parser().parse_args(["run", "--router-dialect", "2024"]).router_dialect == "2024"
+    monkeypatch.setenv(DIALECT_ENV, "current")
+    try:
+        set_process_dialect(Dialect.V2024)
+        assert default_dialect() is Dialect.V2024
+    finally:
+        set_process_dialect(None)
+    assert default_dialect() is Dialect.CURRENT
