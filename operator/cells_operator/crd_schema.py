@@ -384,6 +384,7 @@ def write_crds(out_dir: Path | None) -> int:
     if out_dir is None:
         print("---\n".join(crd_yaml(info) for info in ALL), end="")
         return 0
+    out_dir.mkdir(parents=True, exist_ok=True)
     for info in ALL:
         path = out_dir / filename(info)
         path.write_text(crd_yaml(info))
