@@ -44,6 +44,7 @@ class NamespaceWorkers:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] | None = None,
         wait: wait_base | None = None,
+        offload: Callable[..., Awaitable[bool]] = asyncio.to_thread,
     ):
         self._reconcile = reconcile
         self._debounce = debounce
@@ -56,6 +57,10 @@ class NamespaceWorkers:
         self._clock = clock
         # tenacity's strategy for the wait before each retry (tests pass one without jitter)
         self._wait = wait or exponential_jitter(0.5, max_backoff)
+        # How a (blocking) reconcile leaves the event loop: a thread in production. Unit tests on fake
+        # time run it inline: while a thread runs, looptime steps its clock in real time, so intervals
+        # measured around a thread depend on the machine's load (a test failed once that way).
+        self._offload = offload
         self._dirty: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -95,7 +100,7 @@ class NamespaceWorkers:
             if self._gate is not None:
                 await self._gate()
             try:
-                active = await asyncio.to_thread(self._locked_reconcile, namespace)
+                active = await self._offload(self._locked_reconcile, namespace)
                 failures = 0
                 self._on_success()
                 if not active and not dirty.is_set():
