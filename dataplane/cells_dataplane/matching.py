@@ -29,13 +29,7 @@ from dataclasses import dataclass, field
 
 import re2
 
-from cells_operator.ecmaregex import (
-    _WORD_BOUNDARY,
-    EcmaMatch,
-    EcmaPattern,
-    from_code_units,
-    to_code_units,
-)
+from cells_formats.ecmaregex import _WORD_BOUNDARY, EcmaMatch, EcmaPattern, from_code_units, to_code_units
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _SURROGATE_SHIFT = 0xF0000 - 0xD800

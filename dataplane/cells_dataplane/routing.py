@@ -13,10 +13,13 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from cells_operator.cell import address_problem, split_address
-from cells_operator.ecmaregex import EcmaPattern, compile_pattern
-from cells_operator.router_format import RouterRule, parse_ruleset
-from cells_operator.rule import INTERPOLATION  # one definition of ${name}: validated there, applied here
+from cells_formats.ecmaregex import EcmaPattern, compile_pattern
+from cells_formats.fields import address_problem, split_address
+from cells_formats.router_format import (
+    INTERPOLATION,  # one definition of ${name}: validated there, applied here
+    RouterRule,
+    parse_ruleset,
+)
 
 from .matching import LinearPattern, is_linear, linear
 from .transforms import NotApplied, Phases, SpecProblem, parse_phases

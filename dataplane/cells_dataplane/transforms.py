@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from cells_operator.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
+from cells_formats.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
 
 from .routable_token import (
     ROUTING_KEYS,

@@ -20,8 +20,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from cells_formats.ecmaregex import PatternError, compile_pattern
 from cells_operator import redos
-from cells_operator.ecmaregex import PatternError, compile_pattern
 from tests.unit.test_ecmaregex_differential import CURATED, random_pattern
 
 ROOT = Path(__file__).resolve().parents[2]
