@@ -1,6 +1,6 @@
 """Evaluate a router ruleset against a request (pure): first matching rule wins.
 
-Patterns are evaluated with ECMAScript semantics by :mod:`cells_operator.ecmaregex` -- the same code
+Patterns are evaluated with ECMAScript semantics by :mod:`cells_formats.ecmaregex` -- the same code
 the operator validates with -- so what the operator accepted behaves here as it does at the edge.
 Wherever RE2 can take a pattern's translation it evaluates it, in linear time, with the same answers
 (:mod:`cells_dataplane.matching`, ADR 0013); :attr:`Ruleset.linear` says whether every pattern of a

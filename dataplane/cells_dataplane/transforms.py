@@ -75,7 +75,7 @@ class MatchLike(Protocol):
 
 
 class PatternLike(Protocol):
-    """What a step needs of a compiled pattern (``cells_operator.ecmaregex.EcmaPattern`` is one)."""
+    """What a step needs of a compiled pattern (``cells_formats.ecmaregex.EcmaPattern`` is one)."""
 
     @property
     def group_names(self) -> tuple[str, ...]: ...
