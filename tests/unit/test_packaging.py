@@ -38,7 +38,7 @@ def _declared(pyproject: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("folder", "expected"),
     [
-        ("formats", {"pydantic"}),
+        ("formats", {"pydantic", "tomli-w"}),
         ("dataplane", {"cells-formats", "aiohttp", "prometheus-client", "google-re2"}),
     ],
 )
