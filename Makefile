@@ -9,7 +9,7 @@ KIND_CLUSTER ?= cells
 IMAGE ?= cells-operator:dev
 PYTEST_ARGS ?=
 # Kubernetes release of the local control plane (cluster, demo, tests): empty means the default in
-# operator/cells_operator/devcluster/assets.py; K8S_VERSION=1.20.2 selects the oldest tested one (ADR 0012).
+# devtools/cells_devtools/devcluster/assets.py; K8S_VERSION=1.20.2 selects the oldest tested one (ADR 0012).
 K8S_VERSION ?=
 export K8S_VERSION
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -19,27 +19,31 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(VENV)/.installed: pyproject.toml
+# The four local distributions (ADR 0016), editable, in one environment: pip takes the local formats/,
+# dataplane/ and devtools/ for the operator's dependencies on them (they are not on any index).
+DISTRIBUTIONS := formats/pyproject.toml dataplane/pyproject.toml devtools/pyproject.toml pyproject.toml
+$(VENV)/.installed: $(DISTRIBUTIONS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e ./formats -e ./dataplane -e ./devtools -e '.[test]'
 	touch $@
 
-venv: $(VENV)/.installed ## create .venv with the operator and test dependencies
+venv: $(VENV)/.installed ## create .venv with the operator, formats, data plane, dev tools and test dependencies
 
 assets: venv ## find or build the control-plane binaries (etcd, kube-apiserver; once per machine)
-	$(VENV)/bin/cells-operator cluster build
+	$(VENV)/bin/cells-dev cluster build
 
 cluster: assets ## start the local control plane and write .cluster/kubeconfig
-	@$(VENV)/bin/cells-operator cluster up --dir $(CLUSTER_DIR)
+	@$(VENV)/bin/cells-dev cluster up --dir $(CLUSTER_DIR)
 	@echo "run: export KUBECONFIG=$(abspath $(CLUSTER_DIR))/kubeconfig"
 
 cluster-down: ## stop the local control plane
-	@if [ -x $(VENV)/bin/cells-operator ]; then $(VENV)/bin/cells-operator cluster down --dir $(CLUSTER_DIR); fi
+	@if [ -x $(VENV)/bin/cells-dev ]; then $(VENV)/bin/cells-dev cluster down --dir $(CLUSTER_DIR); fi
 
-lint: venv ## ruff
+lint: venv ## ruff, and import-linter's contracts on the package boundaries (ADR 0016)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 fmt: venv
 	$(VENV)/bin/ruff check --fix .
@@ -80,10 +84,10 @@ bench: assets ## benchmarks: the data plane (router vs direct), leader failover 
 	$(PY) -m tests.bench.failover
 
 demo: cluster ## control plane + CRDs + operator + samples, then show what happened
-	$(PY) -m cells_operator.demo --cluster-dir $(CLUSTER_DIR)
+	$(VENV)/bin/cells-dev demo --cluster-dir $(CLUSTER_DIR)
 
 demo-down: ## stop the demo operator and the control plane
-	-$(PY) -m cells_operator.demo --cluster-dir $(CLUSTER_DIR) --stop
+	-$(VENV)/bin/cells-dev demo --cluster-dir $(CLUSTER_DIR) --stop
 	$(MAKE) cluster-down
 
 # --- kind (needs Docker; cannot run on machines without a Docker engine) ---------------------

@@ -27,7 +27,7 @@ def control_plane(tmp_path_factory):
 
     ``CELLS_TEST_KUBECONFIG`` points the suite at an existing cluster (kind, or `make cluster`).
     """
-    from cells_operator.devcluster.cluster import LocalCluster
+    from cells_devtools.devcluster.cluster import LocalCluster
 
     external = os.environ.get("CELLS_TEST_KUBECONFIG")
     if external:

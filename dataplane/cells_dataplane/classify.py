@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cells_operator.topology import CellRecord, Topology
+from cells_formats.records import CellRecord, Topology
 
 NOT_FOUND = 5
 INVALID_ARGUMENT = 3

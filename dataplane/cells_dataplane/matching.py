@@ -1,6 +1,6 @@
 """Linear-time matching of routing patterns where the pattern allows it (ADR 0013).
 
-:mod:`cells_operator.ecmaregex` translates an ECMAScript pattern into a Python ``re`` pattern evaluated
+:mod:`cells_formats.ecmaregex` translates an ECMAScript pattern into a Python ``re`` pattern evaluated
 over UTF-16 code units. Python's ``re`` backtracks: a pattern such as ``^(a+)+$`` takes exponential time.
 RE2 (``google-re2``) matches in time linear in the input and, for the first (leftmost) match and its
 groups, prefers alternatives and repetitions in the same order as a backtracking engine. So every pattern
@@ -29,13 +29,7 @@ from dataclasses import dataclass, field
 
 import re2
 
-from cells_operator.ecmaregex import (
-    _WORD_BOUNDARY,
-    EcmaMatch,
-    EcmaPattern,
-    from_code_units,
-    to_code_units,
-)
+from cells_formats.ecmaregex import _WORD_BOUNDARY, EcmaMatch, EcmaPattern, from_code_units, to_code_units
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _SURROGATE_SHIFT = 0xF0000 - 0xD800

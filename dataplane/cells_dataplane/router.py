@@ -41,7 +41,7 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from cells_operator.cell import address_problem
+from cells_formats.fields import address_problem
 
 from .classify_cache import ClassifyCache, ServiceAnswer, Unavailable
 from .filewatch import WatchedFile

@@ -1,6 +1,6 @@
 """Evaluate a router ruleset against a request (pure): first matching rule wins.
 
-Patterns are evaluated with ECMAScript semantics by :mod:`cells_operator.ecmaregex` -- the same code
+Patterns are evaluated with ECMAScript semantics by :mod:`cells_formats.ecmaregex` -- the same code
 the operator validates with -- so what the operator accepted behaves here as it does at the edge.
 Wherever RE2 can take a pattern's translation it evaluates it, in linear time, with the same answers
 (:mod:`cells_dataplane.matching`, ADR 0013); :attr:`Ruleset.linear` says whether every pattern of a
@@ -13,10 +13,13 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from cells_operator.cell import address_problem, split_address
-from cells_operator.ecmaregex import EcmaPattern, compile_pattern
-from cells_operator.router_format import RouterRule, parse_ruleset
-from cells_operator.rule import INTERPOLATION  # one definition of ${name}: validated there, applied here
+from cells_formats.ecmaregex import EcmaPattern, compile_pattern
+from cells_formats.fields import address_problem, split_address
+from cells_formats.router_format import (
+    INTERPOLATION,  # one definition of ${name}: validated there, applied here
+    RouterRule,
+    parse_ruleset,
+)
 
 from .matching import LinearPattern, is_linear, linear
 from .transforms import NotApplied, Phases, SpecProblem, parse_phases

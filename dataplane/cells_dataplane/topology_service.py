@@ -26,8 +26,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from cells_operator.records import parse_topology_json
-from cells_operator.topology import CellRecord
+from cells_formats.records import CellRecord, parse_topology_json
 
 from .classify import INVALID_ARGUMENT, Snapshot, classify, not_found, status_body
 from .filewatch import WatchedFile

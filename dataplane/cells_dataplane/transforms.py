@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from cells_operator.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
+from cells_formats.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
 
 from .routable_token import (
     ROUTING_KEYS,
@@ -75,7 +75,7 @@ class MatchLike(Protocol):
 
 
 class PatternLike(Protocol):
-    """What a step needs of a compiled pattern (``cells_operator.ecmaregex.EcmaPattern`` is one)."""
+    """What a step needs of a compiled pattern (``cells_formats.ecmaregex.EcmaPattern`` is one)."""
 
     @property
     def group_names(self) -> tuple[str, ...]: ...

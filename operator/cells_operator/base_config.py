@@ -4,7 +4,8 @@ GitLab's Topology Service reads one ``config.toml`` holding both its own setting
 ...) and the ``[[cells]]`` tables. The operator owns only the cells; the rest comes from a *base*: the
 ``config.toml`` key of a ConfigMap the user names (``--base-config-configmap``), in the namespace of the
 topology. The published file is the base verbatim (comments and key order kept), then the operator's
-``[[cells]]``, so the result is a complete, drop-in ``config.toml`` (ADR 0010).
+``[[cells]]``, so the result is a complete, drop-in ``config.toml`` (ADR 0010); that composition is part
+of the records format (:func:`cells_formats.base_config.merge`). This module decides whether a base is usable.
 
 A base the operator cannot merge safely is a :class:`~cells_operator.cell.Problem`, never a guess: a base
 that does not parse, or that defines ``cells`` itself (two owners of one table), holds the whole
@@ -45,19 +46,3 @@ def check_base(name: str, data: dict[str, str] | None) -> tuple[str | None, Prob
             "remove them from the base and describe cells as Cell resources",
         )
     return text, None
-
-
-def merge(base: str, cells_toml: str) -> str:
-    """The base verbatim, then the operator's part (comments and ``[[cells]]`` tables only).
-
-    Appending is safe because the operator's part holds nothing but array-of-tables headers under the
-    ``cells`` key, which :func:`check_base` made sure the base does not use. The result is parsed once
-    more, so a merge that is not the base plus the cells can never be published.
-    """
-    merged = base.rstrip("\n") + "\n\n" + cells_toml if base.strip() else cells_toml
-    expected = tomllib.loads(base)
-    got = tomllib.loads(merged)
-    cells = got.pop("cells", [])
-    if got != expected or cells != tomllib.loads(cells_toml).get("cells", []):
-        raise ValueError("merging the base config with the cells changed the base's keys")  # pragma: no cover
-    return merged

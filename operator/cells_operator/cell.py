@@ -6,16 +6,16 @@ Checks that need the other cells (duplicate ids, overlapping ranges, a second fi
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .ranges import DEFAULT_SEQUENCE_SIZE, MAX_SEQUENCE_VALUE, SequenceRange
+from cells_formats.fields import MAX_SEQUENCE_VALUE, CellState, SequenceRange, address_problem
+
+from .ranges import DEFAULT_SEQUENCE_SIZE
 
 GROUP = "cells.dev"
 VERSION = "v1alpha1"
@@ -25,33 +25,9 @@ KIND = "Cell"
 # A cell id is an int64 in the Topology Service's CellInfo; it is not drawn from the sequence space.
 MAX_CELL_ID = 2**63 - 1
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
-)
 # The CRD's pattern for addresses (Cell.spec.address): a cheap first line of defence at the API server;
-# address_problem below is the full check, shared by admission and planner.
+# cells_formats.fields.address_problem is the full check, shared by admission, planner and router.
 ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?)(:[0-9]{1,5})?$"
-
-
-class CellState(StrEnum):
-    """Lifecycle of a cell. Ours, not the Cells design's (which defines none):
-
-    - ``Active``: routable, may receive new organisations, may be the first cell;
-    - ``Draining``: routable, receives no new organisations, never the first cell;
-    - ``Offline``: registered and its ranges kept, but not routable: never the first cell, never a
-      ``proxy.cellRef`` target.
-
-    Every state stays in ``config.toml``: GitLab's Topology Service knows no states, and a cell's id and
-    ranges are permanent facts of its record (ADR 0010). "Routable" is the control plane's notion only.
-    """
-
-    ACTIVE = "Active"
-    DRAINING = "Draining"
-    OFFLINE = "Offline"
-
-    @property
-    def routable(self) -> bool:
-        return self is not CellState.OFFLINE
 
 
 # Schema only (json_schema_extra): what the API server refuses on top of the model. The model parses these
@@ -174,49 +150,6 @@ class Problem:
 
     reason: str
     message: str
-
-
-def split_address(address: str) -> tuple[str, int | None]:
-    """``(host, port)`` of a valid address; port None when the address has none. IPv6 hosts keep brackets."""
-    if address.startswith("["):
-        host, _, rest = address.partition("]")
-        return host + "]", int(rest[1:]) if rest else None
-    host, sep, port = address.rpartition(":")
-    return (host, int(port)) if sep else (address, None)
-
-
-def address_problem(address: str) -> str | None:
-    """Addresses as upstream writes them: a hostname (``cell-2.gitlab.example``, as GitLab.com's cells are
-    configured), an IPv4 address or a bracketed IPv6 address, each with an optional ``:port`` (local
-    setups use ``host:port``). Which scheme and port a bare host means is the router's choice (ADR 0010)."""
-    if address.startswith("["):
-        inner, bracket, rest = address[1:].partition("]")
-        if not bracket:
-            return f"address {address!r} has an unclosed '[' (IPv6 hosts are written [::1] or [::1]:8080)"
-        try:
-            ipaddress.IPv6Address(inner)
-        except ValueError:
-            return f"address {address!r} has an invalid IPv6 host"
-        if rest and not rest.startswith(":"):
-            return f"address {address!r}: only ':port' may follow the bracketed IPv6 host"
-        port = rest[1:] if rest else None
-    else:
-        if address.count(":") > 1:
-            return f"address {address!r}: IPv6 hosts must be in brackets, e.g. [::1] or [::1]:8080"
-        host, sep, port_text = address.partition(":")
-        port = port_text if sep else None
-        if not host:
-            return f"address {address!r} has no host"
-        if re.fullmatch(r"[0-9.]+", host):
-            try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
-                return f"address {address!r} has an invalid IPv4 host {host!r}"
-        elif not HOSTNAME.match(host):
-            return f"address {address!r} has an invalid host {host!r} (a hostname, IPv4 or [IPv6] address)"
-    if port is not None and (not port.isdigit() or not 1 <= int(port) <= 65535):
-        return f"address {address!r} has an invalid port {port!r} (1-65535)"
-    return None
 
 
 def parse_cell_spec(spec: dict[str, Any]) -> tuple[CellSpec | None, Problem | None]:

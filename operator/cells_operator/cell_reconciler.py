@@ -14,6 +14,15 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from cells_formats.records import (
+    TOPOLOGY_JSON,
+    RecordsError,
+    Topology,
+    content_hash,
+    parse_topology_json,
+    render_records,
+)
+
 from . import base_config
 from . import conditions as cond
 from .actions import Action, PostEvent, SetFinalizers, WriteStatus, execute, execute_each
@@ -22,8 +31,7 @@ from .cell import Problem
 from .config import FINALIZER, OperatorConfig
 from .kube import ConfigMapState, Kube
 from .publish import PublishConflicts, publish_configmap
-from .records import TOPOLOGY_JSON, RecordsError, content_hash, parse_topology_json, render_records
-from .topology import CellObject, CellVerdict, Change, Topology, TopologyPlan, plan_topology
+from .topology import CellObject, CellVerdict, Change, TopologyPlan, plan_topology
 
 log = logging.getLogger(__name__)
 

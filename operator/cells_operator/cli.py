@@ -1,11 +1,7 @@
-"""``cells-operator``: run the operator, or manage the local control plane.
+"""``cells-operator``: run the operator, or check and render manifests offline.
 
 Subcommands:
   run            run the operator (kopf) against the current kubeconfig
-  cluster up     start the local control plane, write <dir>/kubeconfig, print the export line
-  cluster down   stop it
-  cluster build  only find or build the control-plane binaries (once per machine)
-  cluster status say whether it runs and where
   manifests webhooks  print deploy/webhook/webhooks.yaml (the webhook configurations, from the code)
   manifests crds      print the CRDs generated from the models (--out-dir crds writes crds/*.yaml)
   validate       check Cells and RoutingRules offline, as admission and the planner would (GitOps reviews)
@@ -84,56 +80,6 @@ def _run(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     return asyncio.run(supervisor.serve(config, liveness=args.liveness))
-
-
-def _cluster(args: argparse.Namespace) -> int:
-    from .devcluster.assets import AssetError, find_assets
-    from .devcluster.cluster import ClusterError, LocalCluster
-
-    workdir = Path(args.dir).resolve()
-    try:
-        if args.action == "build":
-            assets = find_assets(build=True)
-            print(
-                f"etcd: {assets.etcd}\nkube-apiserver: {assets.kube_apiserver}\n"
-                f"kube-controller-manager: {assets.kube_controller_manager}\nkubectl: {assets.kubectl}"
-            )
-            return 0
-        if args.action == "status":
-            if (workdir / "state.json").exists() and LocalCluster.attach(workdir).alive():
-                cluster = LocalCluster.attach(workdir)
-                print(f"running at {cluster.server}; export KUBECONFIG={cluster.kubeconfig}")
-                return 0
-            print(f"no local control plane running from {workdir}")
-            return 1
-        if args.action == "down":
-            if not (workdir / "state.json").exists():
-                print(f"no local control plane running from {workdir}")
-                return 0
-            LocalCluster.attach(workdir).stop()
-            print(f"stopped the local control plane in {workdir}")
-            return 0
-        # up
-        if (workdir / "state.json").exists():
-            existing = LocalCluster.attach(workdir)
-            if existing.alive() and existing.ready():
-                print(f"already running at {existing.server}", file=sys.stderr)
-                print(f"export KUBECONFIG={existing.kubeconfig}")
-                return 0
-            existing.stop()
-        for stale in ("etcd", "pki", "logs"):
-            target = workdir / stale
-            if target.exists():
-                import shutil
-
-                shutil.rmtree(target)
-        cluster = LocalCluster.create(workdir)
-        cluster.start()
-        print(f"export KUBECONFIG={cluster.kubeconfig}")
-        return 0
-    except (AssetError, ClusterError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
 
 
 def _manifests(args: argparse.Namespace) -> int:
@@ -219,11 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     run.set_defaults(func=_run)
-
-    cluster = sub.add_parser("cluster", help="the local control plane (etcd + kube-apiserver)")
-    cluster.add_argument("action", choices=("up", "down", "build", "status"))
-    cluster.add_argument("--dir", default=".cluster", help="working folder (default .cluster)")
-    cluster.set_defaults(func=_cluster)
 
     manifests = sub.add_parser("manifests", help="print manifests generated from the code")
     manifests.add_argument("what", choices=("webhooks", "crds"))

@@ -41,6 +41,8 @@ from typing import Any
 
 import yaml
 
+from cells_formats.records import TOPOLOGY_JSON, CellRecord, RecordsError, Topology, parse_topology_json, render_records
+
 from . import cell_reconciler, rule_reconciler
 from . import conditions as cond
 from .admission import Review
@@ -48,11 +50,10 @@ from .cell import GROUP, VERSION, Problem
 from .cell import KIND as CELL
 from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
 from .publish import merge_annotations
-from .records import TOPOLOGY_JSON, RecordsError, parse_topology_json, render_records
 from .rule import KIND as RULE
 from .rule import parse_rule_spec, render_rule, spec_of_element
 from .rulesets import INDEX_KEY, LiveRule, PublishedRules, RulesError, RulesPlan, parse_published, plan_rulesets
-from .topology import CellObject, CellRecord, Change, Topology, TopologyPlan, plan_topology
+from .topology import CellObject, Change, TopologyPlan, plan_topology
 
 API_VERSION = f"{GROUP}/{VERSION}"
 KINDS = (CELL, RULE)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from cells_formats.records import Topology
+
 from .ranges import remaining_capacity
 from .rulesets import RulesPlan
-from .topology import Topology
 
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

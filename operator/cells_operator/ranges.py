@@ -14,44 +14,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ConfigDict
+from cells_formats.fields import MAX_SEQUENCE_VALUE, SequenceRange
 
-# Upstream IDs are 64-bit: 1 sign bit (always 0), 6 reserved bits (always 0) and a 57-bit sequence
-# (Topology Service design document, "Sequence ranges"). Every range lies within 1 ... 2^57-1.
-SEQUENCE_BITS = 57
-MAX_SEQUENCE_VALUE = 2**SEQUENCE_BITS - 1
 # The smallest range a real cell may hold, from the public Cells design (10^11 IDs).
 DEFAULT_SEQUENCE_SIZE = 100_000_000_000
-
-
-class SequenceRange(BaseModel):
-    """An inclusive interval ``[minval, maxval]`` of primary-key values."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    minval: int
-    maxval: int
-
-    def problem(self) -> str | None:
-        """Why this range is unusable, or None. Kept out of the model's validation so that a user's
-        inverted range parses and gets its own status reason instead of a generic parse error."""
-        if self.minval < 1:
-            return f"minval must be >= 1, got {self.minval}"
-        if self.maxval > MAX_SEQUENCE_VALUE:
-            return f"maxval must be <= 2^57-1 ({MAX_SEQUENCE_VALUE}, the 57-bit ID sequence), got {self.maxval}"
-        if self.maxval < self.minval:
-            return f"maxval ({self.maxval}) is smaller than minval ({self.minval})"
-        return None
-
-    @property
-    def size(self) -> int:
-        return self.maxval - self.minval + 1
-
-    def overlaps(self, other: SequenceRange) -> bool:
-        return self.minval <= other.maxval and other.minval <= self.maxval
-
-    def __str__(self) -> str:
-        return f"[{self.minval}, {self.maxval}]"
 
 
 class RangeExhausted(Exception):

@@ -23,11 +23,11 @@ from cells_dataplane.classify import Snapshot, classify
 from cells_dataplane.routable_token import Failure, decode_base64_text, decode_routable_token
 from cells_dataplane.routing import CompiledRule, RequestView, Ruleset, compile_rules
 from cells_dataplane.transforms import Applied, NotApplied
-from cells_operator.router_format import parse_ruleset
+from cells_formats.records import Topology
+from cells_formats.router_format import parse_ruleset
 
 from .gitops import ANY_NAMESPACE, InputError, Notice, objects, read_published, yaml_documents
 from .rulesets import INDEX_KEY, RULESET_SUFFIX
-from .topology import Topology
 
 # A v1 routable token anywhere in a header value: [prefix]payload.01.<length><crc> (ADR 0014).
 TOKEN_IN_TEXT = re.compile(r"[0-9A-Za-z_-]{27,360}\.01\.[0-9a-z]{2}[0-9a-z]{7}(?![0-9a-z])")

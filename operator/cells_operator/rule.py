@@ -41,16 +41,16 @@ from cells_dataplane.transforms import (
     parse_phases,
     render_transform,
 )
+from cells_formats.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
+from cells_formats.fields import address_problem
+from cells_formats.records import Topology
+from cells_formats.router_format import INTERPOLATION, RouterRule
 
 from . import redos
-from .cell import Problem, address_problem
-from .ecmaregex import PatternError, UnsupportedPattern, compile_pattern
-from .router_format import RouterRule
-from .topology import Topology
+from .cell import Problem
 
 PLURAL = "routingrules"
 KIND = "RoutingRule"
-INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 RULESET_NAME = re.compile(r"^[a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?$")
 RULE_ID = re.compile(r"[A-Za-z0-9]([-_.A-Za-z0-9]{0,251}[A-Za-z0-9])?")
 FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110), which cookie names are too

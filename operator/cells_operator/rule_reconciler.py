@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from cells_formats.records import Topology
+
 from . import conditions as cond
 from .actions import Action, PostEvent, WriteStatus, execute_each
 from .config import OperatorConfig
@@ -17,7 +19,6 @@ from .kube import ConfigMapState, Kube
 from .publish import publish_configmap
 from .rule import PLURAL as RULES
 from .rulesets import PublishedRules, RuleObject, RulesError, RulesPlan, RuleVerdict, parse_published, plan_rulesets
-from .topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cells_formats.records import Topology, content_hash
+
 from .cell import Problem
-from .records import content_hash
 from .rule import Dialect, default_dialect, parse_rule_spec, render_rule
-from .topology import Topology
 
 INDEX_KEY = "cells-operator.index.json"
 RULESET_SUFFIX = ".json"

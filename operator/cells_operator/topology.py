@@ -21,71 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from cells_formats.fields import SequenceRange
+from cells_formats.records import CellRecord, RetiredRange, Topology
 
-from .cell import CellSpec, CellState, Problem, check_cell_spec, parse_cell_spec
-from .ranges import RangeExhausted, SequenceRange, allocate, find_overlap, first_internal_overlap
-
-
-class CellRecord(BaseModel):
-    """One registered cell as published."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    uid: str
-    id: int
-    address: str
-    session_prefix: str
-    state: CellState
-    first_cell: bool = False
-    ring: int | None = None
-    sequence_ranges: tuple[SequenceRange, ...]
-    # Rendered into each of the cell's [[cells.sequence_ranges]] tables, where the real Topology Service
-    # reads it: without it, a short-lived cell with a range below 10^11 IDs fails the service's range check.
-    skip_range_validation: bool = False
-
-    @property
-    def routable(self) -> bool:
-        return self.state.routable
-
-
-class RetiredRange(BaseModel):
-    """A range of a deleted cell: never handed out again."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    minval: int
-    maxval: int
-    cell_id: int
-    cell_name: str
-
-    def as_range(self) -> SequenceRange:
-        return SequenceRange(minval=self.minval, maxval=self.maxval)
-
-
-class Topology(BaseModel):
-    """The records: registered cells in registration order, retired ranges, and a revision."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    revision: int = 0
-    cells: tuple[CellRecord, ...] = ()
-    retired_ranges: tuple[RetiredRange, ...] = ()
-
-    def record(self, name: str) -> CellRecord | None:
-        return next((c for c in self.cells if c.name == name), None)
-
-    @property
-    def first_cell(self) -> CellRecord | None:
-        return next((c for c in self.cells if c.first_cell), None)
-
-    def all_ranges(self) -> list[SequenceRange]:
-        live = [r for c in self.cells for r in c.sequence_ranges]
-        return live + [r.as_range() for r in self.retired_ranges]
-
-    def same_content(self, other: Topology) -> bool:
-        return self.model_copy(update={"revision": 0}) == other.model_copy(update={"revision": 0})
+from .cell import CellSpec, Problem, check_cell_spec, parse_cell_spec
+from .ranges import RangeExhausted, allocate, find_overlap, first_internal_overlap
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from kubernetes.client.exceptions import ApiException
 from tenacity.wait import wait_base
 from urllib3.exceptions import HTTPError
 
+from cells_formats.records import TOPOLOGY_JSON, Topology, parse_topology_json
+
 from .admission import (
     CELL_DEFAULTS_WEBHOOK,
     CELL_WEBHOOK,
@@ -44,9 +46,7 @@ from .cell import PLURAL as CELLS
 from .certs import CertError, ServingCert, ensure_self_signed
 from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
 from .kube import Kube, load_api_client
-from .records import TOPOLOGY_JSON, parse_topology_json
 from .rule import PLURAL as RULES
-from .topology import Topology
 
 log = logging.getLogger(__name__)
 # Reviews in flight at once; the API server sends them concurrently during a burst of applies.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from cells_operator.devcluster.cluster import LocalCluster
+from cells_devtools.devcluster.cluster import LocalCluster
 from tests.support.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]

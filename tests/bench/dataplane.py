@@ -28,10 +28,10 @@ from pathlib import Path
 import aiohttp
 
 from cells_dataplane.routing import RequestView, load_ruleset
-from cells_operator.devcluster.cluster import free_port
-from cells_operator.records import render_topology_json
+from cells_devtools.devcluster.cluster import free_port
+from cells_formats.records import Topology, render_topology_json
 from cells_operator.rule import RoutingRuleSpec, render_rule
-from cells_operator.topology import CellObject, Topology, plan_topology
+from cells_operator.topology import CellObject, plan_topology
 from tests.support.dataplane import echo_argv, router_argv, topology_service_argv
 from tests.support.process import spawn_logged
 

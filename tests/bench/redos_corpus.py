@@ -20,8 +20,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from cells_formats.ecmaregex import PatternError, compile_pattern
 from cells_operator import redos
-from cells_operator.ecmaregex import PatternError, compile_pattern
 from tests.unit.test_ecmaregex_differential import CURATED, random_pattern
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def supported(pattern: str) -> bool:
 def confirmed(pattern: str, attack: str) -> bool:
     """Whether matching the attack string (capped) takes the evaluator longer than CONFIRM_SECONDS."""
     code = (
-        "import json, sys; from cells_operator.ecmaregex import compile_pattern; p, s = json.load(sys.stdin);"
+        "import json, sys; from cells_formats.ecmaregex import compile_pattern; p, s = json.load(sys.stdin);"
         "print(flush=True); compile_pattern(p).search(s)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

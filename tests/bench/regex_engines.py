@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import regress
 
-from cells_operator.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
+from cells_formats.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
 from tests.unit.test_ecmaregex_differential import CURATED, INPUTS, SHORT_INPUTS, random_pattern, run_node
 
 

@@ -7,9 +7,9 @@ import json
 import os
 import threading
 
-from cells_operator.devcluster.cluster import free_port
-from cells_operator.records import render_topology_json
-from cells_operator.topology import CellObject, Topology, plan_topology
+from cells_devtools.devcluster.cluster import free_port
+from cells_formats.records import Topology, render_topology_json
+from cells_operator.topology import CellObject, plan_topology
 from tests.support.dataplane import Process, echo_backend, request, router_argv, topology_service_argv, wait_http_ok
 from tests.support.kubectl import eventually
 from tests.support.prometheus import samples

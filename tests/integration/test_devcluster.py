@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cells_operator.devcluster.assets import AssetError, find_assets, is_legacy, k8s_cache_dir, k8s_version
-from cells_operator.devcluster.cluster import ClusterError, LocalCluster, _pid_alive
+from cells_devtools.devcluster.assets import AssetError, find_assets, is_legacy, k8s_cache_dir, k8s_version
+from cells_devtools.devcluster.cluster import ClusterError, LocalCluster, _pid_alive
 
 
 def test_control_plane_runs_the_selected_release(control_plane, kubectl):
@@ -104,7 +104,7 @@ def test_kubebuilder_assets_without_apiserver_is_a_clear_error(tmp_path, monkeyp
 
 def test_cli_cluster_up_status_down(tmp_path):
     env = {**os.environ}
-    cli = [sys.executable, "-m", "cells_operator.cli", "cluster"]
+    cli = [sys.executable, "-m", "cells_devtools.cli", "cluster"]
     up = subprocess.run(
         [*cli, "up", "--dir", str(tmp_path / "c")], capture_output=True, text=True, env=env, timeout=240
     )

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from cells_operator.devcluster.cluster import free_port
+from cells_devtools.devcluster.cluster import free_port
 from tests.support.dataplane import Process, echo_backend, request, router_argv, wait_http_ok
 from tests.support.prometheus import metric_value
 

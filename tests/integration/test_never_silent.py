@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cells_operator.devcluster.cluster import LocalCluster
+from cells_devtools.devcluster.cluster import LocalCluster
 from tests.support.cells import cell_manifest, wait_ready
 from tests.support.kubectl import Kubectl, eventually
 from tests.support.operator import OperatorProcess, metric_value

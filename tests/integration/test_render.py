@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from cells_operator.records import TOPOLOGY_JSON, content_hash
+from cells_formats.records import TOPOLOGY_JSON, content_hash
 from tests.support.cells import cell_manifest, wait_ready
 from tests.support.kubectl import Kubectl, eventually
 from tests.support.operator import OperatorProcess

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.generation import GenerationMode
 
 from cells_dataplane.topology_service import OPENAPI
-from cells_operator.devcluster.cluster import free_port
-from cells_operator.records import render_topology_json
-from cells_operator.topology import CellObject, Topology, plan_topology
+from cells_devtools.devcluster.cluster import free_port
+from cells_formats.records import Topology, render_topology_json
+from cells_operator.topology import CellObject, plan_topology
 from tests.support.dataplane import Process, request, topology_service_argv, wait_http_ok
 
 MAX_BODY = 16384  # below the default, so the 413 test sends little; the default (64 KiB) is unit-tested

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cells_operator.devcluster.cluster import free_port
+from cells_devtools.devcluster.cluster import free_port
 from tests.support.cells import wait_ready
 from tests.support.kubectl import Kubectl, eventually
 from tests.support.process import spawn_logged
@@ -95,7 +95,7 @@ class ConfigMapMirror:
         from kubernetes.client import ApiClient, Configuration, CoreV1Api
         from kubernetes.config import load_kube_config
 
-        from cells_dataplane.mirror import Mirror
+        from cells_devtools.mirror import Mirror
 
         configuration = Configuration()
         load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)

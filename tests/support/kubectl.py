@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cells_operator.devcluster.assets import find_kubectl
+from cells_devtools.devcluster.assets import find_kubectl
 
 
 def merge_patch_args(kind: str, name: str, patch: dict, subresource: str | None = None) -> list[str]:

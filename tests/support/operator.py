@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from cells_operator.devcluster.cluster import free_port
+from cells_devtools.devcluster.cluster import free_port
 from tests.support.process import spawn_logged
 from tests.support.prometheus import metric_value  # noqa: F401  (re-exported: the tests import it from here)
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from cells_operator.devcluster.assets import cache_root
+from cells_devtools.devcluster.assets import cache_root
 
 
 def find_promtool() -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cells_operator.devcluster.cluster import free_port
+from cells_devtools.devcluster.cluster import free_port
 from tests.support.kubectl import Kubectl, eventually
 from tests.support.operator import OperatorProcess
 from tests.support.rules import rule_manifest

@@ -10,6 +10,7 @@ import kopf
 import pytest
 import yaml
 
+from cells_formats.records import Topology
 from cells_operator.admission import (
     FAILURE_POLICY,
     NEW_UID,
@@ -21,7 +22,7 @@ from cells_operator.admission import (
 from cells_operator.certs import ensure_self_signed, subject_alt_names
 from cells_operator.config import FINALIZER, OperatorConfig
 from cells_operator.ranges import DEFAULT_SEQUENCE_SIZE as SIZE
-from cells_operator.topology import CellObject, Topology, plan_topology
+from cells_operator.topology import CellObject, plan_topology
 from cells_operator.webhook import advertised_hosts, serving_cert
 from tests.support.cells import cell_manifest
 

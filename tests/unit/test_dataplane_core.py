@@ -8,10 +8,9 @@ import pytest
 from cells_dataplane.classify import Snapshot, classify
 from cells_dataplane.classify_cache import ClassifyCache, ServiceAnswer, Unavailable, max_age
 from cells_dataplane.routing import RequestView, load_ruleset, parse_cookie_header
-from cells_operator.cell import CellState
-from cells_operator.ranges import SequenceRange
+from cells_formats.fields import CellState, SequenceRange
+from cells_formats.records import CellRecord, Topology
 from cells_operator.rule import RoutingRuleSpec, render_rule
-from cells_operator.topology import CellRecord, Topology
 from tests.support.rules import SAMPLE_SPECS
 
 

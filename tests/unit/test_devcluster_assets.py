@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from cells_operator.devcluster import assets
-from cells_operator.devcluster.assets import (
+from cells_devtools.devcluster import assets
+from cells_devtools.devcluster.assets import (
     AssetError,
     etcd_line,
     is_legacy,

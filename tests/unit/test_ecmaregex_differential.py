@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cells_operator.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
+from cells_formats.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
 
 ORACLE = Path(__file__).resolve().parents[1] / "support" / "ecma_oracle.js"
 

@@ -12,13 +12,13 @@ import yaml
 
 from cells_dataplane.router import UPSTREAM_ACTION_HEADER, UPSTREAM_TYPE_HEADER, rule_headers
 from cells_dataplane.routing import Decision, RequestView, load_ruleset, upstream_base
+from cells_formats.fields import SequenceRange, address_problem, split_address
+from cells_formats.records import CellRecord, Topology, render_config_toml, render_records
 from cells_operator.admission import review_cell
 from cells_operator.base_config import check_base
-from cells_operator.cell import ADDRESS_PATTERN, address_problem, split_address
-from cells_operator.ranges import SequenceRange
-from cells_operator.records import render_config_toml, render_records
+from cells_operator.cell import ADDRESS_PATTERN
 from cells_operator.rule import RoutingRuleSpec, render_rule
-from cells_operator.topology import CellObject, CellRecord, Topology, plan_topology
+from cells_operator.topology import CellObject, plan_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = [

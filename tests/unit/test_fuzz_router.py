@@ -20,7 +20,7 @@ from cells_dataplane.routing import (
     oversized_header,
     parse_cookie_header,
 )
-from cells_operator.ecmaregex import PatternError, compile_pattern
+from cells_formats.ecmaregex import PatternError, compile_pattern
 from tests.unit.test_ecmaregex_differential import CURATED
 
 # derandomize: the same examples every run, so a failure is reproducible and never "flaky".

@@ -17,12 +17,12 @@ import yaml
 
 from cells_dataplane.classify import Snapshot, classify
 from cells_dataplane.routing import RequestView, load_ruleset
+from cells_formats.records import Topology, parse_topology_json
 from cells_operator import cli, gitops
 from cells_operator.admission import review_cell, review_rule
 from cells_operator.gitops_cli import build_kubectl_parser, kubectl_main
 from cells_operator.ranges import DEFAULT_SEQUENCE_SIZE as SIZE
-from cells_operator.records import parse_topology_json
-from cells_operator.topology import CellObject, Topology, plan_topology
+from cells_operator.topology import CellObject, plan_topology
 from tests.support.cells import cell_manifest as cell
 from tests.support.rules import SAMPLE_SPECS
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from cells_dataplane.matching import is_linear, linear, re2_dialect
-from cells_operator.ecmaregex import compile_pattern
+from cells_formats.ecmaregex import compile_pattern
 from tests.unit.test_ecmaregex_differential import CURATED, INPUTS, SHORT_INPUTS, compare, random_pattern
 
 HOSTILE_INPUTS = [*INPUTS, "a" * 40 + "!", "\ud83d", "x\udc00y", "😀a", "cell-12-" + "😀" * 3]

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cells_formats.records import Topology
 from cells_operator import redos
 from cells_operator.admission import review_rule
 from cells_operator.redos import REASON, Verdict, catastrophic_problem
 from cells_operator.rule import RoutingRuleSpec, render_rule
 from cells_operator.rulesets import PublishedRules, RuleObject, plan_rulesets
-from cells_operator.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 CATASTROPHIC = [r"^(a+)+$", r"^(a|a)*$", r"^(\w+\s?)*$", r"^(?:[a-z]+-?)*\.gitlab$", r"^(?<cell_name>(?:cell-\d+)+)+-"]

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cells_dataplane.routing import load_ruleset
+from cells_formats.records import Topology, parse_topology_json, render_config_toml, render_topology_json
+from cells_formats.router_format import parse_ruleset
 from cells_operator.admission import review_cell
-from cells_operator.records import parse_topology_json, render_config_toml, render_topology_json
-from cells_operator.router_format import parse_ruleset
 from cells_operator.rulesets import RuleObject, parse_published, plan_rulesets
-from cells_operator.topology import CellObject, Topology, plan_topology
+from cells_operator.topology import CellObject, plan_topology
 
 SMALL = 1_000
 ids = st.integers(min_value=-2, max_value=12)

@@ -1,10 +1,9 @@
 import pytest
 
+from cells_formats.fields import MAX_SEQUENCE_VALUE, SequenceRange
 from cells_operator.ranges import (
     DEFAULT_SEQUENCE_SIZE,
-    MAX_SEQUENCE_VALUE,
     RangeExhausted,
-    SequenceRange,
     allocate,
     find_overlap,
     first_internal_overlap,

@@ -3,16 +3,17 @@ import tomllib
 
 import pytest
 
-from cells_operator.cell import CellState
-from cells_operator.ranges import SequenceRange
-from cells_operator.records import (
+from cells_formats.fields import CellState, SequenceRange
+from cells_formats.records import (
+    CellRecord,
     RecordsError,
+    RetiredRange,
+    Topology,
     parse_topology_json,
     render_config_toml,
     render_records,
     render_topology_json,
 )
-from cells_operator.topology import CellRecord, RetiredRange, Topology
 
 
 def record(name, id_, state=CellState.ACTIVE, first=False, ranges=((1, 10),)):

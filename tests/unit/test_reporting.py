@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from cells_formats.fields import CellState, SequenceRange
+from cells_formats.records import CellRecord, Topology
 from cells_operator import cell_reconciler, rule_reconciler
-from cells_operator.cell import CellState, Problem
-from cells_operator.ranges import SequenceRange
+from cells_operator.cell import Problem
 from cells_operator.rulesets import LiveRule, PublishedRules, RuleObject, RuleVerdict, parse_published, plan_rulesets
-from cells_operator.topology import CellRecord, CellVerdict, Topology
+from cells_operator.topology import CellVerdict
 from tests.support.rules import CATCH_ALL, SESSION
 
 CELL = CellRecord(

@@ -45,7 +45,7 @@ from cells_dataplane.transforms import (
     render_transform,
     resolve,
 )
-from cells_operator.ecmaregex import compile_pattern
+from cells_formats.ecmaregex import compile_pattern
 from tests.support.tokens import (
     WORKED_EXAMPLE_RANDOM,
     basic_authorization,

@@ -4,11 +4,10 @@ import json
 
 import pytest
 
-from cells_operator.cell import CellState
-from cells_operator.ranges import SequenceRange
+from cells_formats.fields import CellState, SequenceRange
+from cells_formats.records import CellRecord, Topology
 from cells_operator.rule import Dialect, RoutingRuleSpec, render_rule
 from cells_operator.rulesets import INDEX_KEY, PublishedRules, RuleObject, parse_published, plan_rulesets
-from cells_operator.topology import CellRecord, Topology
 from tests.support.rules import CATCH_ALL, FORCE, SESSION
 
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from cells_formats.fields import CellState, SequenceRange
+from cells_formats.records import CellRecord
 from cells_operator import cell_reconciler, rule_reconciler
 from cells_operator.actions import PostEvent, SetFinalizers, WriteStatus, execute
 from cells_operator.base_config import BASE_CONFIG_NOT_FOUND
-from cells_operator.cell import CellState, Problem
+from cells_operator.cell import Problem
 from cells_operator.conditions import Event
 from cells_operator.config import FINALIZER
 from cells_operator.kube import ConfigMapState
 from cells_operator.publish import plan_write
-from cells_operator.ranges import SequenceRange
 from cells_operator.rulesets import LiveRule, RuleVerdict
-from cells_operator.topology import CellObject, CellRecord, CellVerdict, Change
+from cells_operator.topology import CellObject, CellVerdict, Change
 from tests.support.cells import cell_manifest
 from tests.support.fake_kube import FakeKube, api_error
 

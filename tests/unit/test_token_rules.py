@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cells_dataplane.routing import RequestView, load_ruleset
+from cells_formats.fields import CellState, SequenceRange
+from cells_formats.records import CellRecord, Topology
+from cells_formats.router_format import parse_ruleset
 from cells_operator.admission import review_rule
-from cells_operator.cell import CellState
-from cells_operator.ranges import SequenceRange
 from cells_operator.route_explain import Rules, explain, human
-from cells_operator.router_format import parse_ruleset
 from cells_operator.rule import (
     DIALECT_ENV,
     Dialect,
@@ -32,7 +32,6 @@ from cells_operator.rule import (
     spec_of_element,
 )
 from cells_operator.rulesets import PublishedRules, RuleObject, parse_published, plan_rulesets
-from cells_operator.topology import CellRecord, Topology
 from tests.support.rules import SAMPLE_SPECS
 from tests.support.tokens import basic_authorization, job_token, personal_access_token, runner_token
 

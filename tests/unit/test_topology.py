@@ -2,10 +2,10 @@
 
 import itertools
 
-from cells_operator.cell import CellState
+from cells_formats.fields import CellState, SequenceRange
+from cells_formats.records import Topology
 from cells_operator.ranges import DEFAULT_SEQUENCE_SIZE as SIZE
-from cells_operator.ranges import SequenceRange
-from cells_operator.topology import CellObject, Topology, plan_topology
+from cells_operator.topology import CellObject, plan_topology
 
 
 def cell(name, id_, created="2026-01-01T00:00:00Z", deleting=False, uid=None, **spec):

@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 
 from cells_dataplane.classify import MAX_VALUE_CHARS, Snapshot, classify
 from cells_dataplane.topology_service import DEFAULT_MAX_BODY, OPENAPI, build_app, parse_args
-from cells_operator.cell import CellState
-from cells_operator.ranges import SequenceRange
-from cells_operator.topology import CellRecord, Topology
+from cells_formats.fields import CellState, SequenceRange
+from cells_formats.records import CellRecord, Topology
 
 DOC = json.loads(OPENAPI.read_text())
 

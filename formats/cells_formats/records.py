@@ -7,7 +7,7 @@ an unchanged reconcile writes nothing:
   registered cell, whatever its state (ADR 0010: a cell's id and ranges are permanent facts of the
   authoritative record; whether it gets traffic is a routing concern), with ``[[cells.sequence_ranges]]``
   and, for cells with ``skipRangeValidation``, ``skip_range_validation = true`` inside each range table;
-  with a base config (:mod:`cells_operator.base_config`), the base verbatim first, so the file is a
+  with a base config (:mod:`cells_formats.base_config`), the base verbatim first, so the file is a
   complete, drop-in configuration of the service;
 - ``topology.json``: the full records the data plane and the operator itself read back: every
   registered cell with state and first-cell flag, retired ranges, and a monotonically increasing
@@ -20,13 +20,75 @@ import hashlib
 import json
 
 import tomli_w
+from pydantic import BaseModel, ConfigDict
 
 from . import base_config
-from .topology import Topology
+from .fields import CellState, SequenceRange
 
 CONFIG_TOML = "config.toml"
 TOPOLOGY_JSON = "topology.json"
 SCHEMA_VERSION = 1
+
+
+class CellRecord(BaseModel):
+    """One registered cell as published."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    uid: str
+    id: int
+    address: str
+    session_prefix: str
+    state: CellState
+    first_cell: bool = False
+    ring: int | None = None
+    sequence_ranges: tuple[SequenceRange, ...]
+    # Rendered into each of the cell's [[cells.sequence_ranges]] tables, where the real Topology Service
+    # reads it: without it, a short-lived cell with a range below 10^11 IDs fails the service's range check.
+    skip_range_validation: bool = False
+
+    @property
+    def routable(self) -> bool:
+        return self.state.routable
+
+
+class RetiredRange(BaseModel):
+    """A range of a deleted cell: never handed out again."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    minval: int
+    maxval: int
+    cell_id: int
+    cell_name: str
+
+    def as_range(self) -> SequenceRange:
+        return SequenceRange(minval=self.minval, maxval=self.maxval)
+
+
+class Topology(BaseModel):
+    """The records: registered cells in registration order, retired ranges, and a revision."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    revision: int = 0
+    cells: tuple[CellRecord, ...] = ()
+    retired_ranges: tuple[RetiredRange, ...] = ()
+
+    def record(self, name: str) -> CellRecord | None:
+        return next((c for c in self.cells if c.name == name), None)
+
+    @property
+    def first_cell(self) -> CellRecord | None:
+        return next((c for c in self.cells if c.first_cell), None)
+
+    def all_ranges(self) -> list[SequenceRange]:
+        live = [r for c in self.cells for r in c.sequence_ranges]
+        return live + [r.as_range() for r in self.retired_ranges]
+
+    def same_content(self, other: Topology) -> bool:
+        return self.model_copy(update={"revision": 0}) == other.model_copy(update={"revision": 0})
 
 
 class RecordsError(ValueError):

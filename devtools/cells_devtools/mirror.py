@@ -1,6 +1,7 @@
 """Mirror the operator's ConfigMaps into files, as a kubelet does for a mounted volume.
 
-For running the data plane outside Kubernetes (``make demo``, tests, local development): every
+Development tooling, not part of the data plane (which reads only files): for running the data plane
+outside Kubernetes (``make demo``, tests, local development): every
 ``--interval`` seconds, each key of ``cells-topology`` and ``cells-router-rules`` in ``--namespace`` is
 written to ``<dir>/<configmap>/<key>`` -- atomically (temp file + rename), and only when it changed.
 """
@@ -67,7 +68,7 @@ class Mirror:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cells_dataplane.mirror", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cells-dev mirror", description=__doc__)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--interval", type=float, default=1.0)

@@ -27,9 +27,14 @@ checked by :func:`cells_dataplane.transforms.parse_phases` when the router compi
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+# ``${name}`` in ``classify.value``: a named group of the match, substituted by the router. One definition:
+# the operator validates interpolations with it, the router applies them with it.
+INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 
 
 class _Format(BaseModel):

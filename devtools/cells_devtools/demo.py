@@ -97,7 +97,7 @@ def _dataplane(cluster_dir: Path, ns: str, kubeconfig: Path, pidfile: Path) -> N
             env,
         )
     _spawn(
-        [py, "-m", "cells_dataplane.mirror", "--namespace", ns, "--dir", str(mounts), "--interval", "0.5"],
+        [py, "-m", "cells_devtools.mirror", "--namespace", ns, "--dir", str(mounts), "--interval", "0.5"],
         logs / "mirror.log",
         pidfile,
         env,
@@ -203,7 +203,7 @@ def _refusal(kubeconfig: Path, ns: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cells-operator-demo")
+    parser = argparse.ArgumentParser(prog="cells-dev demo")
     parser.add_argument("--cluster-dir", default=".cluster")
     parser.add_argument("--namespace", default="cells-demo")
     parser.add_argument("--stop", action="store_true", help="stop the demo operator")
