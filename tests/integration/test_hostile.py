@@ -115,6 +115,48 @@ def test_off_re2_the_deadline_answers_503_and_the_router_keeps_routing(fallback_
     assert s.get().json()["cell"] == "other"
 
 
+def test_off_re2_a_killed_match_fails_no_other_request(fallback_stack):
+    """Requests that need the worker path, sent while hostile ones pass the deadline, are all answered 200.
+
+    Each evaluation worker gets one evaluation at a time, so a kill ends only the hostile match; innocent
+    requests wait for a free worker. (With one shared pool, those queued behind a killed one were 503.)
+    """
+    s = fallback_stack
+    results: dict[str, list] = {"hostile": [], "normal": []}
+
+    def send(kind: str, cookie: str, times: int) -> None:
+        for _ in range(times):
+            results[kind].append(s.get(headers={"Cookie": cookie}, timeout=30))
+
+    threads = [threading.Thread(target=send, args=("hostile", f"hostile={HOSTILE}", 3)) for _ in range(3)]
+    threads += [threading.Thread(target=send, args=("normal", "hostile=aa", 10)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status for r in results["hostile"]] == [503] * 9
+    assert [(r.status, r.json()["cell"]) for r in results["normal"]] == [(200, "matched")] * 30
+    assert s.metric("cells_router_match_budget_exceeded_total") == 9
+
+
+def test_off_re2_requests_no_backtracking_pattern_sees_are_served_during_hostile_matches(fallback_stack):
+    """A request without the cookie the fallback rule selects is decided on the event loop: hostile matches
+    running (and killed) meanwhile cannot touch it. (With one shared pool it was evaluated there, and 503
+    when the pool was killed.)"""
+    s = fallback_stack
+    done = []
+    threads = [
+        threading.Thread(target=lambda: done.append(s.get(headers={"Cookie": f"hostile={HOSTILE}"}))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    normal = [s.get(headers={"Cookie": "other=1"}) for _ in range(20)]
+    for t in threads:
+        t.join()
+    assert [(r.status, r.json()["cell"]) for r in normal] == [(200, "other")] * 20
+    assert [r.status for r in done] == [503, 503]
+
+
 def test_oversized_header_values_are_answered_431(linear_stack):
     s = linear_stack
     assert s.get(headers={"Cookie": "hostile=" + "a" * 1000}).status == 200
