@@ -227,21 +227,25 @@ class BoundedDecider:
         self._idle.put_nowait(slot)  # type: ignore[union-attr]
 
     async def _evaluate(self, slot: _Slot, ruleset: Ruleset, request: RequestView) -> Decision | None:
-        loop = asyncio.get_running_loop()
+        if slot.source != ruleset.source:
+            # Start the worker and compile the ruleset there before the deadline counts (bounded all the same:
+            # a warm-up without a bound once left every request waiting for a pool that never got ready).
+            await self._run(slot, ruleset.source, RequestView("/"), self.wait, "evaluation worker did not start")
+            slot.source = ruleset.source
+        return await self._run(slot, ruleset.source, request, self.deadline, "rule evaluation passed its deadline")
+
+    async def _run(self, slot: _Slot, source: bytes, request: RequestView, limit: float, late: str):
         try:
-            if slot.source != ruleset.source:
-                # Start the worker and compile the ruleset there before the deadline counts.
-                await loop.run_in_executor(slot.executor, decide_in_worker, ruleset.source, RequestView("/"))
-                slot.source = ruleset.source
-            future = asyncio.wrap_future(slot.executor.submit(decide_in_worker, ruleset.source, request))
+            future = asyncio.wrap_future(slot.executor.submit(decide_in_worker, source, request))
         except concurrent.futures.process.BrokenProcessPool as exc:
             raise BudgetExceeded(f"evaluation worker died: {exc}") from exc
-        # asyncio.wait, not wait_for: the worker's future is not cancelled, so killing the worker resolves it
-        # (a cancelled one made the pool's manager thread die on InvalidStateError).
+        # asyncio.wait, not wait_for: the worker's future is not cancelled, so killing the worker resolves it.
+        # (Python 3.11's pool manager thread dies on InvalidStateError when it meets a cancelled future, and
+        # the futures queued behind it are then never resolved.)
         future.add_done_callback(_retrieve)
-        done, _ = await asyncio.wait({future}, timeout=self.deadline)
+        done, _ = await asyncio.wait({future}, timeout=limit)
         if not done:
-            raise BudgetExceeded(f"rule evaluation passed its deadline of {self.deadline:g}s")
+            raise BudgetExceeded(f"{late} of {limit:g}s")
         try:
             return future.result()
         except concurrent.futures.process.BrokenProcessPool as exc:
