@@ -180,7 +180,8 @@ class BoundedDecider:
     is killed and replaced. No request is ever answered 503 because another request's match was killed.
     """
 
-    def __init__(self, deadline: float = MATCH_DEADLINE, workers: int = 2, wait: float = WORKER_WAIT):
+    def __init__(self, deadline: float = MATCH_DEADLINE, workers: int = 2, wait: float = WORKER_WAIT, slot=None):
+        self.new_slot = slot or _Slot  # a factory of workers (unit tests give fakes)
         self.deadline = deadline
         self.workers = workers
         self.wait = wait  # seconds a request may wait for a free worker; then 503 (bounds the queue)
@@ -222,7 +223,7 @@ class BoundedDecider:
             raise BudgetExceeded(f"no evaluation worker free within {self.wait:g}s") from None
 
     def _add_slot(self) -> None:
-        slot = _Slot()
+        slot = self.new_slot()
         self._slots.add(slot)
         self._idle.put_nowait(slot)  # type: ignore[union-attr]
 
