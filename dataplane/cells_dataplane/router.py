@@ -32,6 +32,7 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -706,7 +707,11 @@ async def serve(router: Router, host: str, port: int, admin_port: int) -> None:
     await web.TCPSite(runners[1], host, admin_port).start()
     log.info("routing on %s:%d (admin %s:%d)", host, port, host, admin_port)
     try:
-        await asyncio.Event().wait()
+        # SIGTERM (Kubernetes, tests) stops the router cleanly: the cleanup kills the evaluation workers,
+        # which would otherwise outlive it (they and their fork server hold each other's pipes open).
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
     finally:
         for runner in runners:
             await runner.cleanup()
