@@ -10,11 +10,13 @@ import http.client
 import json
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
 from cells_operator.devcluster.cluster import free_port
 from tests.support.dataplane import Process, echo_backend, request, router_argv, wait_http_ok
+from tests.support.kubectl import eventually
 from tests.support.prometheus import metric_value
 
 HOSTILE = "a" * 64 + "!"  # exponential for the patterns below on a backtracking engine: never finishes
@@ -255,3 +257,42 @@ def test_a_client_dribbling_its_headers_is_cut_off(tmp_path):
         assert s.get().status == 200  # everyone else is served
     finally:
         s.stop()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live descendants of ``pid``, from /proc (the router's fork server and its evaluation workers)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)}
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_stopping_the_router_stops_its_evaluation_workers(fallback_stack):
+    """Workers forked from the fork server used to outlive a terminated router (each holding the other's pipes)."""
+    s = fallback_stack
+    assert s.get(headers={"Cookie": f"hostile={HOSTILE}"}).status == 503  # a worker killed and replaced
+    assert s.get(headers={"Cookie": "hostile=aa"}).status == 200
+    workers = _descendants(s.router.proc.pid)
+    assert len(workers) >= 2  # the fork server and at least one worker
+    s.router.stop()
+    eventually(lambda: not _alive(workers), timeout=10, message="the router's workers gone")
