@@ -135,3 +135,40 @@ def linear(ecma: EcmaPattern) -> LinearPattern | EcmaPattern:
 
 def is_linear(pattern: object) -> bool:
     return bool(getattr(pattern, "linear", False))
+
+
+class NeedsBacktracking(Exception):
+    """A pattern off RE2 would have to run: the decision belongs in an evaluation worker (ADR 0013)."""
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A pattern off RE2, standing in for it on the event loop: using it raises :class:`NeedsBacktracking`.
+
+    A ruleset whose fallback patterns are replaced by this decides on the event loop every request that no
+    backtracking pattern has to see (for example one without the cookie a rule's name pattern selects), with
+    the same first-match answer, and hands the others to a worker process.
+    """
+
+    pattern: EcmaPattern
+
+    @property
+    def source(self) -> str:
+        return self.pattern.source
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return self.pattern.group_names
+
+    linear = False
+
+    def test(self, text: str) -> bool:
+        raise NeedsBacktracking(self.pattern.source)
+
+    def search(self, text: str) -> EcmaMatch | None:
+        raise NeedsBacktracking(self.pattern.source)
+
+
+def deferred(pattern):
+    """``pattern`` itself if it runs on RE2 (or is absent), else a :class:`Deferred` standing in for it."""
+    return pattern if pattern is None or is_linear(pattern) else Deferred(pattern)

@@ -32,7 +32,9 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -45,6 +47,7 @@ from cells_formats.fields import address_problem
 
 from .classify_cache import ClassifyCache, ServiceAnswer, Unavailable
 from .filewatch import WatchedFile
+from .matching import NeedsBacktracking, deferred
 from .routing import (
     SCHEMES,
     Decision,
@@ -81,6 +84,7 @@ MAX_HEADER_VALUE = 8 * 1024  # what the rules may see of one header or Cookie va
 MAX_BODY = 1 << 30  # bytes a request body may stream to a cell; more -> 413 (0: no limit)
 HEADER_TIMEOUT = 10.0  # seconds a connection may take to send a request's headers (also bounds idle keep-alive)
 MATCH_DEADLINE = 0.25  # seconds a ruleset with patterns off RE2 may take to decide, in a worker process
+WORKER_WAIT = 10.0  # seconds a request may wait for a free evaluation worker; then 503
 
 
 class Metrics:
@@ -133,64 +137,132 @@ class Metrics:
 
 
 class BudgetExceeded(Exception):
-    """Rule evaluation passed its deadline."""
+    """Rule evaluation passed its deadline (or found no evaluation worker free in time)."""
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a fork server that has imported the routing code: a replacement starts in
+    milliseconds, not the second a fresh interpreter takes, so a stream of killed matches costs little."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["cells_dataplane.routing"])
+    return context
+
+
+class _Slot:
+    """One evaluation worker process, given one evaluation at a time (so a kill hits only that evaluation)."""
+
+    def __init__(self) -> None:
+        self.executor = concurrent.futures.ProcessPoolExecutor(1, mp_context=_worker_context())
+        self.source: bytes | None = None  # the ruleset this worker has compiled (warmed outside any deadline)
+
+    def kill(self) -> None:
+        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+            process.kill()
+        self.executor.shutdown(wait=False)
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark an abandoned evaluation's outcome (usually BrokenProcessPool after a kill) as seen."""
+    if not future.cancelled():
+        future.exception()
 
 
 class BoundedDecider:
-    """Decide on the event loop when every pattern is linear-time; otherwise in worker processes with a deadline.
+    """Decide on the event loop whatever no backtracking pattern has to see; the rest in isolated workers.
 
-    A backtracking pattern cannot be interrupted inside Python's ``re`` (it holds the GIL), so a ruleset with a
-    pattern off RE2 is evaluated in a pool of worker processes; an evaluation past ``deadline`` is answered
-    with :class:`BudgetExceeded` and the pool is killed and replaced, so no request can hold the router.
+    A backtracking pattern cannot be interrupted inside Python's ``re`` (it holds the GIL). So a ruleset with
+    patterns off RE2 is first tried on the event loop with those patterns deferred
+    (:func:`cells_dataplane.matching.deferred`): a request that needs none of them is decided there, with the
+    same first-match answer. A request that does is evaluated in one of ``workers`` worker processes, each
+    given one evaluation at a time: the deadline counts that evaluation only (not the wait for a free worker
+    nor the worker's start and compile), and past it :class:`BudgetExceeded` is raised and only that worker
+    is killed and replaced. No request is ever answered 503 because another request's match was killed.
     """
 
-    def __init__(self, deadline: float = MATCH_DEADLINE, workers: int = 2):
+    def __init__(self, deadline: float = MATCH_DEADLINE, workers: int = 2, wait: float = WORKER_WAIT, slot=None):
+        self.new_slot = slot or _Slot  # a factory of workers (unit tests give fakes)
         self.deadline = deadline
         self.workers = workers
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._ready: asyncio.Event | None = None
-
-    async def _get_pool(self, ruleset: Ruleset) -> concurrent.futures.ProcessPoolExecutor:
-        if self._ready is None:
-            self._ready = asyncio.Event()
-        if self._pool is None:
-            self._ready.clear()
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn")
-            )
-            loop = asyncio.get_running_loop()
-            # Warm every worker (imports, the ruleset compiled) before any deadline counts.
-            warm = RequestView("/")
-            await asyncio.gather(
-                *(loop.run_in_executor(self._pool, decide_in_worker, ruleset.source, warm) for _ in range(self.workers))
-            )
-            self._ready.set()
-        await self._ready.wait()
-        assert self._pool is not None
-        return self._pool
+        self.wait = wait  # seconds a request may wait for a free worker; then 503 (bounds the queue)
+        self._idle: asyncio.Queue[_Slot] | None = None
+        self._slots: set[_Slot] = set()
+        self._inline: tuple[Ruleset, Ruleset] | None = None
 
     async def decide(self, ruleset: Ruleset, request: RequestView) -> Decision | None:
         if ruleset.linear:
             return ruleset.decide(request)
-        pool = await self._get_pool(ruleset)
-        future = asyncio.get_running_loop().run_in_executor(pool, decide_in_worker, ruleset.source, request)
         try:
-            return await asyncio.wait_for(future, self.deadline)
-        except (TimeoutError, concurrent.futures.process.BrokenProcessPool) as exc:
-            self._kill(pool)
-            raise BudgetExceeded(f"rule evaluation passed its deadline of {self.deadline:g}s") from exc
+            return self._deferring(ruleset).decide(request)
+        except NeedsBacktracking:
+            pass
+        slot = await self._take()
+        try:
+            decision = await self._evaluate(slot, ruleset, request)
+        except BaseException:
+            self._replace(slot)  # its evaluation may still run: nobody else may queue behind it
+            raise
+        self._idle.put_nowait(slot)  # type: ignore[union-attr]
+        return decision
 
-    def _kill(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
-        if self._pool is not pool:
-            return  # another request replaced it already
-        self._pool = None
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.kill()
-        pool.shutdown(wait=False)  # queued evaluations fail with BrokenProcessPool: answered 503 as well
+    def _deferring(self, ruleset: Ruleset) -> Ruleset:
+        """``ruleset`` with its patterns off RE2 deferred (built once per ruleset in service)."""
+        if self._inline is None or self._inline[0] is not ruleset:
+            rules = [replace(r, name_re=deferred(r.name_re), value_re=deferred(r.value_re)) for r in ruleset.rules]
+            self._inline = (ruleset, Ruleset(rules, ruleset.source))
+        return self._inline[1]
+
+    async def _take(self) -> _Slot:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for _ in range(self.workers):
+                self._add_slot()
+        try:
+            return await asyncio.wait_for(self._idle.get(), self.wait)
+        except TimeoutError:
+            raise BudgetExceeded(f"no evaluation worker free within {self.wait:g}s") from None
+
+    def _add_slot(self) -> None:
+        slot = self.new_slot()
+        self._slots.add(slot)
+        self._idle.put_nowait(slot)  # type: ignore[union-attr]
+
+    async def _evaluate(self, slot: _Slot, ruleset: Ruleset, request: RequestView) -> Decision | None:
+        if slot.source != ruleset.source:
+            # Start the worker and compile the ruleset there before the deadline counts (bounded all the same:
+            # a warm-up without a bound once left every request waiting for a pool that never got ready).
+            await self._run(slot, ruleset.source, RequestView("/"), self.wait, "evaluation worker did not start")
+            slot.source = ruleset.source
+        return await self._run(slot, ruleset.source, request, self.deadline, "rule evaluation passed its deadline")
+
+    async def _run(self, slot: _Slot, source: bytes, request: RequestView, limit: float, late: str):
+        try:
+            future = asyncio.wrap_future(slot.executor.submit(decide_in_worker, source, request))
+        except concurrent.futures.process.BrokenProcessPool as exc:
+            raise BudgetExceeded(f"evaluation worker died: {exc}") from exc
+        # asyncio.wait, not wait_for: the worker's future is not cancelled, so killing the worker resolves it.
+        # (Python 3.11's pool manager thread dies on InvalidStateError when it meets a cancelled future, and
+        # the futures queued behind it are then never resolved.)
+        future.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait({future}, timeout=limit)
+        if not done:
+            raise BudgetExceeded(f"{late} of {limit:g}s")
+        try:
+            return future.result()
+        except concurrent.futures.process.BrokenProcessPool as exc:
+            raise BudgetExceeded(f"evaluation worker died: {exc}") from exc
+
+    def _replace(self, slot: _Slot) -> None:
+        self._slots.discard(slot)
+        slot.kill()
+        if self._idle is not None:
+            self._add_slot()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._kill(self._pool)
+        for slot in list(self._slots):
+            slot.kill()
+        self._slots.clear()
 
 
 def _error(status: int, reason: str, decision: Decision | None = None) -> web.Response:
@@ -346,70 +418,105 @@ class Router:
     async def proxy(self, request: web.Request, address: str, decision: Decision) -> web.StreamResponse:
         """Stream the request to ``address`` and the answer back, headers filtered both ways."""
         assert self.session is not None
-        started = time.perf_counter()
-        response: web.StreamResponse | None = None
         try:
             base = upstream_base(address, self.upstream_scheme)
         except ValueError as exc:
             return _error(502, f"cell address unusable: {exc}", decision)
-        too_large = _error(413, f"request body larger than {self.max_body} bytes", decision)
         if self.max_body and (request.content_length or 0) > self.max_body:
-            return too_large
-        body = None
+            return self._too_large(decision)
         limit = _BodyLimit(self.max_body)
-        if request.body_exists:
-            body = request.content if not self.max_body else limit.stream(request.content)
+        started = time.perf_counter()
+        response: web.StreamResponse | None = None
         try:
             async with self.session.request(
                 request.method,
                 f"{base}{request.rel_url}",
                 headers=_forward_headers(request, decision, self.trusted_proxies),
-                data=body,
+                data=self._request_body(request, limit),
                 allow_redirects=False,
                 timeout=self.upstream_timeout,
             ) as upstream:
                 self.metrics.upstream.observe(time.perf_counter() - started)
-                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-                drop = HOP_BY_HOP | _connection_tokens(upstream.headers)
-                for name, value in upstream.headers.items():
-                    if name.lower() not in drop:
-                        response.headers.add(name, value)
-                response.headers[ACTION_HEADER] = decision.action
-                if decision.classify_type:
-                    response.headers[TYPE_HEADER] = decision.classify_type
-                length = upstream.headers.get("Content-Length")
-                if length is not None and length.isdigit() and int(length) <= CHUNK:
-                    # A body no larger than one streaming chunk goes out with the headers in one write.
-                    response.headers.popall("Content-Length", None)
-                    small = web.Response(
-                        status=upstream.status,
-                        reason=upstream.reason,
-                        headers=response.headers,
-                        body=await upstream.read(),
-                    )
-                    return small
-                if length is None:
-                    response.enable_chunked_encoding()
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
+                response = _response_head(upstream, decision)
+                if _fits_one_chunk(upstream):
+                    return await _answer_whole(upstream, response)
+                return await _stream_back(request, upstream, response)
         except (TimeoutError, aiohttp.ClientError, ConnectionResetError, BodyTooLarge) as exc:
-            if limit.exceeded and (response is None or not response.prepared):
-                # aiohttp reports the aborted upload as a connection error; the cause is the limit. The rest of
-                # the body is never read, so this connection is done after the answer.
-                too_large.force_close()
-                return too_large
-            if response is not None and response.prepared:
-                # Headers are gone already: the only honest signal left is to cut the connection.
-                log.warning("upstream %s failed mid-response: %r", address, exc)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
-                return _error(504, f"cell timed out: {address}", decision)
-            return _error(502, f"cell unreachable: {address} ({type(exc).__name__})", decision)
+            return self._proxy_failed(request, exc, limit, response, address, decision)
+
+    def _too_large(self, decision: Decision) -> web.Response:
+        return _error(413, f"request body larger than {self.max_body} bytes", decision)
+
+    def _request_body(self, request: web.Request, limit: _BodyLimit):
+        """The body to stream to the cell (None without one), cut off past ``--max-body``."""
+        if not request.body_exists:
+            return None
+        return request.content if not self.max_body else limit.stream(request.content)
+
+    def _proxy_failed(
+        self,
+        request: web.Request,
+        exc: BaseException,
+        limit: _BodyLimit,
+        response: web.StreamResponse | None,
+        address: str,
+        decision: Decision,
+    ) -> web.StreamResponse:
+        """The answer when the exchange with the cell failed: 413, a cut connection, 504 or 502."""
+        if limit.exceeded and (response is None or not response.prepared):
+            # aiohttp reports the aborted upload as a connection error; the cause is the limit. The rest of
+            # the body is never read, so this connection is done after the answer.
+            too_large = self._too_large(decision)
+            too_large.force_close()
+            return too_large
+        if response is not None and response.prepared:
+            # Headers are gone already: the only honest signal left is to cut the connection.
+            log.warning("upstream %s failed mid-response: %r", address, exc)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return _error(504, f"cell timed out: {address}", decision)
+        return _error(502, f"cell unreachable: {address} ({type(exc).__name__})", decision)
+
+
+def _response_head(upstream: aiohttp.ClientResponse, decision: Decision) -> web.StreamResponse:
+    """The answer's status and headers: the cell's, hop-by-hop ones dropped, the rule decision added."""
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    drop = HOP_BY_HOP | _connection_tokens(upstream.headers)
+    for name, value in upstream.headers.items():
+        if name.lower() not in drop:
+            response.headers.add(name, value)
+    response.headers[ACTION_HEADER] = decision.action
+    if decision.classify_type:
+        response.headers[TYPE_HEADER] = decision.classify_type
+    return response
+
+
+def _fits_one_chunk(upstream: aiohttp.ClientResponse) -> bool:
+    length = upstream.headers.get("Content-Length")
+    return length is not None and length.isdigit() and int(length) <= CHUNK
+
+
+async def _answer_whole(upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> web.Response:
+    """A body no larger than one streaming chunk goes out with the headers in one write."""
+    response.headers.popall("Content-Length", None)
+    return web.Response(
+        status=upstream.status, reason=upstream.reason, headers=response.headers, body=await upstream.read()
+    )
+
+
+async def _stream_back(
+    request: web.Request, upstream: aiohttp.ClientResponse, response: web.StreamResponse
+) -> web.StreamResponse:
+    """Stream a larger (or unsized) body back chunk by chunk."""
+    if upstream.headers.get("Content-Length") is None:
+        response.enable_chunked_encoding()
+    await response.prepare(request)
+    async for chunk in upstream.content.iter_chunked(CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 class BodyTooLarge(Exception):
@@ -600,7 +707,11 @@ async def serve(router: Router, host: str, port: int, admin_port: int) -> None:
     await web.TCPSite(runners[1], host, admin_port).start()
     log.info("routing on %s:%d (admin %s:%d)", host, port, host, admin_port)
     try:
-        await asyncio.Event().wait()
+        # SIGTERM (Kubernetes, tests) stops the router cleanly: the cleanup kills the evaluation workers,
+        # which would otherwise outlive it (they and their fork server hold each other's pipes open).
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
     finally:
         for runner in runners:
             await runner.cleanup()

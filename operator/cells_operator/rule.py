@@ -1,6 +1,6 @@
 """The ``RoutingRule`` resource: its spec as a frozen model, validation, and one rule in the router's format.
 
-A rule is rendered into the HTTP router's rules format (:mod:`cells_operator.router_format`), in the
+A rule is rendered into the HTTP router's rules format (:mod:`cells_formats.router_format`), in the
 dialect this process publishes (:func:`default_dialect`, ADR 0014 decision 11). Current dialect::
 
     {"id": "token-private-token",

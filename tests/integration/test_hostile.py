@@ -10,11 +10,13 @@ import http.client
 import json
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
 from cells_devtools.devcluster.cluster import free_port
 from tests.support.dataplane import Process, echo_backend, request, router_argv, wait_http_ok
+from tests.support.kubectl import eventually
 from tests.support.prometheus import metric_value
 
 HOSTILE = "a" * 64 + "!"  # exponential for the patterns below on a backtracking engine: never finishes
@@ -115,6 +117,48 @@ def test_off_re2_the_deadline_answers_503_and_the_router_keeps_routing(fallback_
     assert s.get().json()["cell"] == "other"
 
 
+def test_off_re2_a_killed_match_fails_no_other_request(fallback_stack):
+    """Requests that need the worker path, sent while hostile ones pass the deadline, are all answered 200.
+
+    Each evaluation worker gets one evaluation at a time, so a kill ends only the hostile match; innocent
+    requests wait for a free worker. (With one shared pool, those queued behind a killed one were 503.)
+    """
+    s = fallback_stack
+    results: dict[str, list] = {"hostile": [], "normal": []}
+
+    def send(kind: str, cookie: str, times: int) -> None:
+        for _ in range(times):
+            results[kind].append(s.get(headers={"Cookie": cookie}, timeout=30))
+
+    threads = [threading.Thread(target=send, args=("hostile", f"hostile={HOSTILE}", 3)) for _ in range(3)]
+    threads += [threading.Thread(target=send, args=("normal", "hostile=aa", 10)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status for r in results["hostile"]] == [503] * 9
+    assert [(r.status, r.json()["cell"]) for r in results["normal"]] == [(200, "matched")] * 30
+    assert s.metric("cells_router_match_budget_exceeded_total") == 9
+
+
+def test_off_re2_requests_no_backtracking_pattern_sees_are_served_during_hostile_matches(fallback_stack):
+    """A request without the cookie the fallback rule selects is decided on the event loop: hostile matches
+    running (and killed) meanwhile cannot touch it. (With one shared pool it was evaluated there, and 503
+    when the pool was killed.)"""
+    s = fallback_stack
+    done = []
+    threads = [
+        threading.Thread(target=lambda: done.append(s.get(headers={"Cookie": f"hostile={HOSTILE}"}))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    normal = [s.get(headers={"Cookie": "other=1"}) for _ in range(20)]
+    for t in threads:
+        t.join()
+    assert [(r.status, r.json()["cell"]) for r in normal] == [(200, "other")] * 20
+    assert [r.status for r in done] == [503, 503]
+
+
 def test_oversized_header_values_are_answered_431(linear_stack):
     s = linear_stack
     assert s.get(headers={"Cookie": "hostile=" + "a" * 1000}).status == 200
@@ -213,3 +257,42 @@ def test_a_client_dribbling_its_headers_is_cut_off(tmp_path):
         assert s.get().status == 200  # everyone else is served
     finally:
         s.stop()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live descendants of ``pid``, from /proc (the router's fork server and its evaluation workers)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)}
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_stopping_the_router_stops_its_evaluation_workers(fallback_stack):
+    """Workers forked from the fork server used to outlive a terminated router (each holding the other's pipes)."""
+    s = fallback_stack
+    assert s.get(headers={"Cookie": f"hostile={HOSTILE}"}).status == 503  # a worker killed and replaced
+    assert s.get(headers={"Cookie": "hostile=aa"}).status == 200
+    workers = _descendants(s.router.proc.pid)
+    assert len(workers) >= 2  # the fork server and at least one worker
+    s.router.stop()
+    eventually(lambda: not _alive(workers), timeout=10, message="the router's workers gone")

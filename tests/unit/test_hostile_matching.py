@@ -8,9 +8,15 @@ already proves against Node.js.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 
-from cells_dataplane.matching import is_linear, linear, re2_dialect
+import pytest
+
+from cells_dataplane.matching import Deferred, NeedsBacktracking, is_linear, linear, re2_dialect
+from cells_dataplane.router import BoundedDecider
+from cells_dataplane.routing import RequestView, load_ruleset
 from cells_formats.ecmaregex import compile_pattern
 from tests.unit.test_ecmaregex_differential import CURATED, INPUTS, SHORT_INPUTS, compare, random_pattern
 
@@ -61,3 +67,55 @@ def test_dialect():
     assert re2_dialect("\\u002d\\Z") == "\\x{002d}\\z"
     assert re2_dialect("\\ud800") is None
     assert re2_dialect("\\\\u") == "\\\\u"
+
+
+# -- deciding on the event loop what no backtracking pattern has to see (issue 17, item 5) -----------------
+
+FALLBACK_FIRST = json.dumps(
+    [
+        # A backreference keeps this value pattern off RE2; its name pattern is on RE2.
+        {"match": {"type": "cookie", "regex_name": "^hostile$", "regex_value": r"^(a|a)*\1$"}, "action": "proxy"},
+        {
+            "match": {"type": "cookie", "regex_name": "^_gitlab_session$", "regex_value": "^(?<cell>cell-\\d+)-"},
+            "action": "classify",
+            "classify": {"type": "SESSION_PREFIX", "value": "${cell}"},
+        },
+        {"match": {"type": "header", "regex_name": "^x-api$", "regex_value": "^(?=v)"}, "action": "proxy"},
+        {"action": "classify", "classify": {"type": "FIRST_CELL"}},
+    ]
+)
+
+
+def _view(path: str, cookie: str | None = None) -> RequestView:
+    return RequestView.build(path, [("Cookie", cookie), ("X-Other", "v1")] if cookie else [("X-Api", "v1")])
+
+
+@pytest.mark.parametrize(
+    ("path", "cookie"),
+    [("/", "_gitlab_session=cell-2-abc"), ("/x", "theme=dark; other=1"), ("/", "hostile"), ("/", "hostile2=aa")],
+)
+def test_requests_no_backtracking_pattern_sees_are_decided_on_the_event_loop_as_before(path, cookie):
+    """No worker is asked (so no other request's killed match can touch them), and the answer is the same."""
+    ruleset = load_ruleset(FALLBACK_FIRST)
+    decider = BoundedDecider()
+    decision = asyncio.run(decider.decide(ruleset, _view(path, cookie)))
+    assert decider._slots == set(), "a worker was started for a request no backtracking pattern sees"
+    assert decision == ruleset.decide(_view(path, cookie))
+
+
+@pytest.mark.parametrize(("path", "cookie"), [("/", "hostile=aa"), ("/", None), ("/", "x=1; hostile=a")])
+def test_requests_a_backtracking_pattern_must_see_go_to_a_worker(path, cookie):
+    """The deferred pattern raises instead of running: these, and only these, need an evaluation worker."""
+    deferring = BoundedDecider()._deferring(load_ruleset(FALLBACK_FIRST))
+    with pytest.raises(NeedsBacktracking):
+        deferring.decide(_view(path, cookie))
+
+
+def test_deferring_keeps_patterns_on_re2_and_group_names():
+    ruleset = load_ruleset(FALLBACK_FIRST)
+    deferring = BoundedDecider()._deferring(ruleset)
+    assert deferring is not ruleset  # a copy: the ruleset in service is untouched
+    first, second = deferring.rules[0], deferring.rules[1]
+    assert isinstance(first.value_re, Deferred) and first.name_re is ruleset.rules[0].name_re
+    assert second.value_re is ruleset.rules[1].value_re and second.value_re.group_names == ("cell",)
+    assert not isinstance(ruleset.rules[0].value_re, Deferred)
