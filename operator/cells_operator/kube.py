@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -33,6 +33,8 @@ from .leader import NotLeader
 
 log = logging.getLogger(__name__)
 COMPONENT = "cells-operator"
+# The labels the operator sets on every ConfigMap it writes (the watch selects on the first).
+OUTPUT_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, "app.kubernetes.io/part-of": "cells"}
 
 
 def log_ref(obj: dict[str, Any]) -> dict[str, Any]:
@@ -82,11 +84,26 @@ def load_api_client() -> ApiClient:
 
 @dataclass
 class ConfigMapState:
-    """A ConfigMap as read: its data and the resourceVersion to write against (None: absent)."""
+    """A ConfigMap as read: its data and the resourceVersion to write against (None: absent), and the
+    metadata others may have added (Argo CD, Flux, a person), which a replace must carry over or remove."""
 
     data: dict[str, str]
     annotations: dict[str, str]
     resource_version: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+    finalizers: list[str] = field(default_factory=list)
+    owner_references: list[dict[str, Any]] = field(default_factory=list)  # as the API serves them (camelCase)
+
+
+@dataclass(frozen=True)
+class ConfigMapMeta:
+    """The whole metadata a ConfigMap replace sends (besides name, namespace and resourceVersion): a
+    replace sets exactly these, so they hold everyone's labels, annotations, finalizers and owners."""
+
+    annotations: dict[str, str]
+    labels: dict[str, str]
+    finalizers: tuple[str, ...] = ()
+    owner_references: tuple[dict[str, Any], ...] = ()
 
 
 class Kube:
@@ -189,30 +206,41 @@ class Kube:
                 return ConfigMapState({}, {}, None)
             raise
         meta = cm.metadata or kubernetes.client.V1ObjectMeta()
-        return ConfigMapState(dict(cm.data or {}), dict(meta.annotations or {}), meta.resource_version)
+        return ConfigMapState(
+            dict(cm.data or {}),
+            dict(meta.annotations or {}),
+            meta.resource_version,
+            labels=dict(meta.labels or {}),
+            finalizers=list(meta.finalizers or []),
+            owner_references=[self.api.sanitize_for_serialization(r) for r in meta.owner_references or []],
+        )
 
     def write_configmap(
         self,
         namespace: str,
         name: str,
         data: dict[str, str],
-        annotations: dict[str, str],
+        meta: ConfigMapMeta,
         resource_version: str | None,
     ) -> str:
-        """Create (``resource_version`` None) or replace at exactly ``resource_version``.
+        """Create (``resource_version`` None) or replace at exactly ``resource_version``, with exactly
+        ``meta`` (see :func:`cells_operator.publish.plan_write`: ours merged over what was read).
 
         Raises :class:`Conflict` when someone wrote in between (or created it first).
         """
-        body = kubernetes.client.V1ConfigMap(
-            metadata=kubernetes.client.V1ObjectMeta(
-                name=name,
-                namespace=namespace,
-                annotations=annotations,
-                labels={MANAGED_BY_LABEL: MANAGED_BY, "app.kubernetes.io/part-of": "cells"},
-                resource_version=resource_version,
-            ),
-            data=data,
-        )
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "annotations": meta.annotations,
+            "labels": meta.labels,
+        }
+        if meta.finalizers:
+            metadata["finalizers"] = list(meta.finalizers)
+        if meta.owner_references:
+            metadata["ownerReferences"] = list(meta.owner_references)
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
         self._count_write()
         try:
             if resource_version is None:

@@ -14,6 +14,8 @@ decisions depend on it:
   updates and patches of existing objects still succeed;
 - a status or finalizer patch of an absent object is a 404 (the verb returns False); removing the last
   finalizer of an object being deleted deletes it; adding a finalizer to it is a 422;
+- a ConfigMap replace sets exactly the metadata it sends (labels, annotations, finalizers, ownerReferences):
+  what it leaves out is removed, as a PUT does;
 - a status patch is a JSON merge patch (None removes a key, lists are replaced) and does not change
   ``generation``;
 - an Event that cannot be created is logged by ``Kube.post_event``, never raised.
@@ -36,7 +38,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from cells_operator.kube import ConfigMapState, Conflict, Kube
+from cells_operator.kube import ConfigMapMeta, ConfigMapState, Conflict, Kube
 
 MAX_CONFIGMAP_BYTES = 1024 * 1024  # ValidateConfigMap: the values of data and binaryData > MaxSecretSize
 MAX_ANNOTATIONS_BYTES = 256 * 1024  # apimachinery's TotalAnnotationSizeLimitB
@@ -135,12 +137,23 @@ class FakeKube(Kube):
             else:
                 del self.objects[(plural, namespace, name)]
 
-    def put_configmap(self, namespace: str, name: str, data: dict[str, str], annotations: dict[str, str] | None = None):
-        """Someone else writes a ConfigMap (a hand edit, another replica)."""
+    def put_configmap(
+        self,
+        namespace: str,
+        name: str,
+        data: dict[str, str],
+        annotations: dict[str, str] | None = None,
+        **metadata: Any,
+    ):
+        """Someone else writes a ConfigMap (a hand edit, another replica, Argo CD): ``metadata`` may set
+        ``labels``, ``finalizers`` and ``owner_references``."""
         with self._lock:
             self.configmaps[(namespace, name)] = {
                 "data": dict(data),
                 "annotations": dict(annotations or {}),
+                "labels": dict(metadata.get("labels") or {}),
+                "finalizers": list(metadata.get("finalizers") or []),
+                "owner_references": copy.deepcopy(list(metadata.get("owner_references") or [])),
                 "resourceVersion": self._next_rv(),
             }
 
@@ -222,16 +235,24 @@ class FakeKube(Kube):
             cm = self.configmaps.get((namespace, name))
             if cm is None:
                 return ConfigMapState({}, {}, None)
-            return ConfigMapState(dict(cm["data"]), dict(cm["annotations"]), cm["resourceVersion"])
+            return ConfigMapState(
+                dict(cm["data"]),
+                dict(cm["annotations"]),
+                cm["resourceVersion"],
+                labels=dict(cm["labels"]),
+                finalizers=list(cm["finalizers"]),
+                owner_references=copy.deepcopy(cm["owner_references"]),
+            )
 
     def write_configmap(
         self,
         namespace: str,
         name: str,
         data: dict[str, str],
-        annotations: dict[str, str],
+        meta: ConfigMapMeta,
         resource_version: str | None,
     ) -> str:
+        annotations = meta.annotations
         self._count_write()
         with self._lock:
             self.requests.append(("write_configmap", name))
@@ -261,6 +282,9 @@ class FakeKube(Kube):
             self.configmaps[(namespace, name)] = {
                 "data": dict(data),
                 "annotations": dict(annotations),
+                "labels": dict(meta.labels),
+                "finalizers": list(meta.finalizers),
+                "owner_references": copy.deepcopy(list(meta.owner_references)),
                 "resourceVersion": rv,
             }
             return rv

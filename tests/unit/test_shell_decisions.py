@@ -13,9 +13,9 @@ from cells_operator.actions import PostEvent, SetFinalizers, WriteStatus, execut
 from cells_operator.base_config import BASE_CONFIG_NOT_FOUND
 from cells_operator.cell import Problem
 from cells_operator.conditions import Event
-from cells_operator.config import FINALIZER
-from cells_operator.kube import ConfigMapState
-from cells_operator.publish import plan_write
+from cells_operator.config import FINALIZER, MANAGED_BY_LABEL
+from cells_operator.kube import OUTPUT_LABELS, ConfigMapState
+from cells_operator.publish import MAX_ANNOTATIONS_BYTES, MAX_DATA_BYTES, plan_write
 from cells_operator.rulesets import LiveRule, RuleVerdict
 from cells_operator.topology import CellObject, CellVerdict, Change
 from tests.support.cells import cell_manifest
@@ -177,8 +177,57 @@ def test_an_absent_configmap_is_created_even_empty():
 
 
 def test_the_same_content_is_not_written_again():
-    current = ConfigMapState({"a": "1"}, {"keep": "x", "h": "1"}, "5")
+    current = ConfigMapState({"a": "1"}, {"keep": "x", "h": "1"}, "5", labels=dict(OUTPUT_LABELS))
     assert not plan_write(current, {"a": "1"}, {"h": "1"}).needed
+
+
+def test_others_metadata_is_carried_over_and_ours_is_set_over_it():
+    """A replace sets the whole metadata: what Argo CD, Flux or a person added (a label, an annotation, a
+    finalizer, an owner) must be sent back, or the operator's next publish would remove it."""
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "parent", "uid": "u-1"}
+    current = ConfigMapState(
+        {"a": "1"},
+        {"argocd.argoproj.io/tracking-id": "app:x", "h": "0"},
+        "5",
+        labels={"team": "routing", MANAGED_BY_LABEL: "someone-else"},
+        finalizers=["example.com/keep"],
+        owner_references=[owner],
+    )
+    write = plan_write(current, {"a": "2"}, {"h": "1"})
+    assert write.meta.annotations == {"argocd.argoproj.io/tracking-id": "app:x", "h": "1"}
+    assert write.meta.labels == {"team": "routing", **OUTPUT_LABELS}  # ours win on our keys
+    assert write.meta.finalizers == ("example.com/keep",) and write.meta.owner_references == (owner,)
+
+
+def test_a_missing_label_of_ours_is_written_again():
+    """The watch selects our ConfigMaps by the managed-by label: one that lost it is labelled again."""
+    current = ConfigMapState({"a": "1"}, {}, "5", labels={"team": "routing"})
+    write = plan_write(current, {"a": "1"}, {})
+    assert write.needed and write.meta.labels == {"team": "routing", **OUTPUT_LABELS}
+
+
+def test_exactly_one_mib_of_values_fits_and_keys_are_not_counted():
+    """ValidateConfigMap counts the values only (exactly 1 MiB probed and accepted on kube-apiserver 1.37)."""
+    write = plan_write(ConfigMapState({}, {}, None), {"long-key": "x" * MAX_DATA_BYTES}, {})
+    assert write.needed and write.too_large is None
+
+
+def test_one_byte_over_one_mib_is_not_sent_and_says_the_size_and_the_limit():
+    write = plan_write(ConfigMapState({}, {}, None), {"a": "x" * MAX_DATA_BYTES, "b": "é"}, {})
+    assert write.too_large == "its data would be 1,048,578 bytes, over the ConfigMap limit of 1,048,576 bytes (1 MiB)"
+
+
+def test_annotations_over_256_kib_are_not_sent():
+    """Others' annotations count too: ours on top of theirs may cross the limit."""
+    current = ConfigMapState({}, {"theirs": "x" * (MAX_ANNOTATIONS_BYTES - len("theirs"))}, "5")
+    write = plan_write(current, {}, {"h": "1"})
+    assert write.too_large is not None and "256 KiB" in write.too_large
+
+
+def test_a_published_configmap_is_never_judged_too_large():
+    """Only a change is judged: what is published was accepted, so an unchanged one is simply not written."""
+    current = ConfigMapState({"a": "1"}, {}, "5", labels=dict(OUTPUT_LABELS))
+    assert plan_write(current, {"a": "1"}, {}).too_large is None
 
 
 def test_annotations_merge_over_the_current_ones_and_none_removes():

@@ -84,13 +84,39 @@ def test_a_writer_that_always_wins_makes_it_give_up_after_the_retries():
     assert kube.writes == 3
 
 
-def test_an_oversized_configmap_is_a_422_raised_at_once():
-    """Not a conflict: re-planning cannot shrink it, so it is not retried, and nothing is stored."""
+def test_an_oversized_configmap_is_not_sent_and_what_is_published_stays():
+    """Decided before writing (a 422 cannot be fixed by re-planning): no request, and the caller is told
+    why, with the plan it made, so it can report it."""
     kube = FakeKube()
-    with pytest.raises(ApiException) as exc:
-        publish(kube, Planner("x" * (MAX_CONFIGMAP_BYTES + 1)))
-    assert exc.value.status == 422 and "Too long" in exc.value.body
-    assert kube.writes == 1 and kube.read_configmap(NS, NAME).resource_version is None
+    publish(kube, Planner())
+    kube.requests.clear()
+    out = publish(kube, Planner("x" * (MAX_CONFIGMAP_BYTES + 1)))
+    assert not out.written and out.too_large is not None and "over the ConfigMap limit" in out.too_large
+    assert out.plan == "planned over mine" and kube.requests == []
+    assert kube.read_configmap(NS, NAME).data == {"v": "mine"}
+
+
+def test_others_labels_annotations_finalizers_and_owners_survive_a_publish():
+    """Argo CD, Flux or a person added metadata to our ConfigMap: the replace keeps it, sets only ours."""
+    kube = FakeKube()
+    publish(kube, Planner("first"))
+    current = kube.read_configmap(NS, NAME)
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "parent", "uid": "u-1"}
+    kube.put_configmap(
+        NS,
+        NAME,
+        current.data,
+        {**current.annotations, "argocd.argoproj.io/tracking-id": "app:x"},
+        labels={**current.labels, "team": "routing"},
+        finalizers=["example.com/keep"],
+        owner_references=[owner],
+    )
+    assert publish(kube, Planner("second")).written
+    after = kube.read_configmap(NS, NAME)
+    assert after.data == {"v": "second"} and after.annotations["by"] == "operator"
+    assert after.annotations["argocd.argoproj.io/tracking-id"] == "app:x"
+    assert after.labels["team"] == "routing" and after.finalizers == ["example.com/keep"]
+    assert after.owner_references == [owner]
 
 
 def test_exactly_one_mib_of_values_is_accepted():
