@@ -50,10 +50,14 @@ class CellsResult:
     # Why nothing was published: RECORDS_UNREADABLE (a person must fix the ConfigMap: Stalled) or
     # PUBLISH_FAILED (write conflicts that may clear on the next pass: Reconciling).
     error_reason: str | None = None
+    # Why the planned records were held back although the pass went on (RECORDS_TOO_LARGE): ``records``
+    # are then the published ones, which stay, and every verdict says why.
+    held: str | None = None
 
 
 RECORDS_UNREADABLE = "RecordsUnreadable"
 PUBLISH_FAILED = "PublishFailed"
+RECORDS_TOO_LARGE = "RecordsTooLarge"
 
 
 def deletion_blockers(rules: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -161,6 +165,20 @@ def plan_change_events(changes: list[Change], by_name: dict[str, dict[str, Any]]
     ]
 
 
+def held_back(published: Topology, cells: list[CellObject], why: str) -> CellsResult:
+    """The planned records are over the ConfigMap size limit: nothing is written, the published records
+    stay, and every Cell is Stalled with the reason (its published record, if any, is what it reports)."""
+    problem = Problem(RECORDS_TOO_LARGE, why)
+    verdicts = {c.name: CellVerdict(c.name, published.record(c.name), problem, deleting=c.deleting) for c in cells}
+    return CellsResult(published, verdicts=verdicts, error_reason=RECORDS_TOO_LARGE, held=problem.message)
+
+
+def newly_held(cell_objs: list[dict[str, Any]], reason: str) -> bool:
+    """Whether ``reason`` is news for some Cell (its Ready reason is another): then it is logged, once per
+    transition rather than once per pass."""
+    return any(cond.ready_reason(o.get("status")) != reason for o in cell_objs)
+
+
 def needs_a_person(reason: str) -> bool:
     """Records unreadable or base config unusable: Stalled (a person must act), not Reconciling."""
     return reason == RECORDS_UNREADABLE or reason in base_config.REASONS
@@ -209,12 +227,14 @@ class CellReconciler:
     ) -> CellsResult:
         """Plan against the current records and write them; re-plan on every conflict."""
 
-        def plan(current: ConfigMapState) -> tuple[dict[str, str], dict[str, str | None], TopologyPlan]:
+        def plan(
+            current: ConfigMapState,
+        ) -> tuple[dict[str, str], dict[str, str | None], tuple[Topology, TopologyPlan]]:
             text = current.data.get(TOPOLOGY_JSON)
             previous = parse_topology_json(text) if text else Topology()
             topology_plan = plan_topology(previous, cells, blockers)
             rendered = render_records(topology_plan.records, base)
-            return rendered, dict(records_annotations(topology_plan.records, rendered)), topology_plan
+            return rendered, dict(records_annotations(topology_plan.records, rendered)), (previous, topology_plan)
 
         try:
             out = publish_configmap(
@@ -228,8 +248,14 @@ class CellReconciler:
             if namespace_terminating(exc, cells):
                 return released(cells)  # the namespace is going, and its records are already gone
             raise
-        changes = out.plan.changes if out.written else []
-        return CellsResult(out.plan.records, out.written, out.conflicts, out.bytes, out.plan.verdicts, changes)
+        published, topology_plan = out.plan
+        if out.too_large is not None:
+            name = self.config.topology_configmap
+            return held_back(published, cells, f"the records ConfigMap {name!r} cannot be published: {out.too_large}")
+        changes = topology_plan.changes if out.written else []
+        return CellsResult(
+            topology_plan.records, out.written, out.conflicts, out.bytes, topology_plan.verdicts, changes
+        )
 
     def reconcile(self, namespace: str, cell_objs: list[dict], rules: list[dict]) -> CellsResult:
         if not cell_objs:
@@ -246,6 +272,14 @@ class CellReconciler:
             self._execute([plan_unpublished(obj, problem.reason, message) for obj in cell_objs])
             return CellsResult(None, error=message, error_reason=problem.reason)
         result = self.publish(namespace, cells, deletion_blockers(rules), base)
+        if result.held is not None and newly_held(cell_objs, RECORDS_TOO_LARGE):
+            log.warning(
+                "records of %s not published: %s; the last published records stay, every Cell is Stalled (%s)",
+                namespace,
+                result.held,
+                RECORDS_TOO_LARGE,
+                extra={"namespace": namespace},
+            )
         if result.error is not None:
             reason = result.error_reason or PUBLISH_FAILED
             self._execute([plan_unpublished(obj, reason, result.error) for obj in cell_objs])

@@ -85,12 +85,14 @@ class NamespaceReconciler:
         m.conflicts.labels(output).inc(conflicts)
 
     def _observe_cells(self, namespace: str, result: CellsResult) -> None:
-        if result.error:
+        if result.error or result.held:
             self.metrics.publish_failures.labels(namespace, "records").inc()
+        if result.error:
             return
         if result.records is None or not (result.verdicts or result.published or result.records.cells):
             return
-        self._observe_publish(namespace, "records", result.published, result.bytes, result.conflicts)
+        if not result.held:  # held back (too large): not a success, what is published is older
+            self._observe_publish(namespace, "records", result.published, result.bytes, result.conflicts)
         self.metrics.observe_topology(namespace, result.records)
         self.metrics.observe_stalled(
             namespace,

@@ -18,12 +18,22 @@ from .config import OperatorConfig
 from .kube import ConfigMapState, Kube
 from .publish import publish_configmap
 from .rule import PLURAL as RULES
-from .rulesets import PublishedRules, RuleObject, RulesError, RulesPlan, RuleVerdict, parse_published, plan_rulesets
+from .rulesets import (
+    MAX_CONFIGMAP_BYTES,
+    PublishedRules,
+    RuleObject,
+    RulesError,
+    RulesPlan,
+    RuleVerdict,
+    parse_published,
+    plan_rulesets,
+)
 
 log = logging.getLogger(__name__)
 
 RULESET_COMPLETE = "RulesetComplete"
 PUBLISHED = "Published"
+RULESET_TOO_LARGE = "RulesetTooLarge"  # rulesets.choose_one's reason
 HASH_ANNOTATION_PREFIX = "rules.cells.dev/"
 
 
@@ -166,6 +176,24 @@ def plan_report(obj: dict[str, Any], verdict: RuleVerdict) -> list[Action]:
     return [WriteStatus(RULES, obj, status), *(PostEvent(obj, event) for event in events)]
 
 
+def newly_too_large(rule_objs: list[dict[str, Any]], plan: RulesPlan) -> list[str]:
+    """The rules held back by the size limit in this plan whose status did not say so yet: logged once
+    per transition, not once per pass."""
+    return sorted(
+        obj["metadata"]["name"]
+        for obj in rule_objs
+        if (v := plan.verdicts.get(obj["metadata"]["name"])) is not None
+        and v.problem is not None
+        and v.problem.reason == RULESET_TOO_LARGE
+        and cond.ready_reason(obj.get("status")) != RULESET_TOO_LARGE
+    )
+
+
+class RouterConfigTooLarge(RuntimeError):
+    """The router ConfigMap would be refused by the API server even after the rulesets' own size limit
+    (others' annotations on it leave too little room): nothing is written, the pass fails, and retries."""
+
+
 def live_rules(rule_objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rules to publish: those not being deleted."""
     return [o for o in rule_objs if not o["metadata"].get("deletionTimestamp")]
@@ -191,7 +219,10 @@ class RuleReconciler:
             rules_plan = plan_rulesets(rules, topology, previous)
             return rules_plan.data, ruleset_annotations(rules_plan, current.annotations), rules_plan
 
-        out = publish_configmap(self.kube, namespace, self.config.router_configmap, plan, self.config.conflict_retries)
+        name = self.config.router_configmap
+        out = publish_configmap(self.kube, namespace, name, plan, self.config.conflict_retries)
+        if out.too_large is not None:
+            raise RouterConfigTooLarge(f"router ConfigMap {namespace}/{name} not published: {out.too_large}")
         return RulesResult(out.plan, out.written, out.conflicts, out.bytes)
 
     def reconcile(self, namespace: str, rule_objs: list[dict], topology: Topology) -> RulesResult:
@@ -199,6 +230,19 @@ class RuleReconciler:
         if not live_objs and self.kube.read_configmap(namespace, self.config.router_configmap).resource_version is None:
             return RulesResult(RulesPlan({}, {}, {}))  # no rules and nothing published: create nothing
         result = self.publish(namespace, [rule_object(o) for o in live_objs], topology)
+        if held := newly_too_large(live_objs, result.plan):
+            log.warning(
+                "%s/%s: rulesets %s would exceed the ConfigMap limit of %d bytes; their last valid versions stay "
+                "published, and %d rule(s) are Stalled (%s): %s",
+                namespace,
+                self.config.router_configmap,
+                ", ".join(result.plan.too_large),
+                MAX_CONFIGMAP_BYTES,
+                len(held),
+                RULESET_TOO_LARGE,
+                ", ".join(held[:10]) + (", ..." if len(held) > 10 else ""),
+                extra={"namespace": namespace},
+            )
         plans = [plan_report(obj, result.plan.verdicts[obj["metadata"]["name"]]) for obj in live_objs]
         execute_each(self.kube, plans, self.config.report_concurrency)
         return result

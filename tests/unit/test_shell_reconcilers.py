@@ -10,12 +10,15 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from cells_operator.base_config import BASE_CONFIG_NOT_FOUND
-from cells_operator.cell_reconciler import PUBLISH_FAILED, RECORDS_UNREADABLE
+from cells_operator.cell_reconciler import PUBLISH_FAILED, RECORDS_TOO_LARGE, RECORDS_UNREADABLE
 from cells_operator.config import FINALIZER, OperatorConfig
 from cells_operator.kube import Conflict
 from cells_operator.leader import NotLeader
 from cells_operator.metrics import OperatorMetrics
 from cells_operator.reconciler import NamespaceReconciler
+from cells_operator.rule_reconciler import RouterConfigTooLarge
+from cells_operator.rulesets import RuleObject
+from tests.bench.configmap_limit import typical_rules
 from tests.support.cells import cell_manifest, ready_condition
 from tests.support.fake_kube import MAX_CONFIGMAP_BYTES, FakeKube
 from tests.support.rules import CATCH_ALL, rule_manifest
@@ -187,21 +190,81 @@ def test_a_create_refused_while_a_cell_still_lives_is_an_error_not_a_release(kub
     )
 
 
-def test_oversized_records_are_a_422_and_no_cell_claims_to_be_published(kube):
-    """A base config.toml that fits its own ConfigMap but not the records (base plus cells)."""
-    config = OperatorConfig(report_concurrency=1, base_config_configmap="base")
+def huge_base(size: int = MAX_CONFIGMAP_BYTES) -> str:
+    """A valid base config.toml of exactly ``size`` bytes: it fits its own ConfigMap, not the records."""
     tail = "\n[server]\nport = 8080\n"
-    base = "# " + "x" * (MAX_CONFIGMAP_BYTES - len(tail) - 2) + tail
-    assert len(base) == MAX_CONFIGMAP_BYTES  # the base alone is accepted
-    kube.put_configmap(NS, "base", {"config.toml": base})
+    return "# " + "x" * (size - len(tail) - 2) + tail
+
+
+def stalled_reason(kube: FakeKube, name: str) -> tuple[str, str, str]:
+    conds = {c["type"]: c for c in kube.get("cells", NS, name)["status"]["conditions"]}
+    return conds["Ready"]["status"], conds["Stalled"]["status"], conds["Ready"]["reason"]
+
+
+def test_oversized_records_stall_every_cell_and_the_last_published_records_stay(kube, caplog):
+    """A base config.toml that fits its own ConfigMap but not the records (base plus cells): decided
+    before writing (no 422, no request), the pass goes on, every Cell is Stalled with RecordsTooLarge and
+    the size and the limit, one Warning per Cell and one log line on the transition, not on every pass."""
+    config = OperatorConfig(report_concurrency=1, base_config_configmap="base")
+    kube.put_configmap(NS, "base", {"config.toml": "[server]\nport = 8080\n"})
     add_cell(kube, "cell-1", 1)
     reconcile = NamespaceReconciler(kube, config, OperatorMetrics())
-    with pytest.raises(ApiException) as exc:
-        reconcile(NS)
-    assert exc.value.status == 422
-    assert kube.read_configmap(NS, TOPOLOGY).resource_version is None
-    assert kube.get("cells", NS, "cell-1").get("status") is None
-    assert kube.writes == 1  # not retried: re-planning cannot make it smaller
+    reconcile(NS)
+    published = kube.read_configmap(NS, TOPOLOGY)
+    kube.put_configmap(NS, "base", {"config.toml": huge_base()})
+    verbs(kube)
+
+    caplog.clear()
+    assert reconcile(NS) is True  # not an error to retry with backoff: a person must act
+    assert kube.read_configmap(NS, TOPOLOGY) == published
+    assert ("write_configmap", TOPOLOGY) not in verbs(kube)
+    assert stalled_reason(kube, "cell-1") == ("False", "True", RECORDS_TOO_LARGE)
+    message = ready_condition(kube.get("cells", NS, "cell-1"))["message"]
+    assert "over the ConfigMap limit of 1,048,576 bytes" in message and "would be 1,04" in message
+    assert "previously registered version stays published" in message
+    assert kube.get("cells", NS, "cell-1")["status"]["registeredId"] == 1  # what is published, still
+    assert kube.events_for("cell-1")[-1] == ("Warning", RECORDS_TOO_LARGE)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "records of ns not published" in warnings[0] and "1 MiB" in warnings[0]
+    samples = reconcile.metrics.registry.get_sample_value
+    assert samples("cells_operator_publish_failures_total", {"namespace": NS, "output": "records"}) == 1
+    stalled = {"namespace": NS, "kind": "Cell", "reason": RECORDS_TOO_LARGE}
+    assert samples("cells_operator_stalled_resources", stalled) == 1
+
+    caplog.clear()
+    reconcile(NS)  # the next pass: nothing new to say or write
+    assert verbs(kube) == [] and [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+    kube.put_configmap(NS, "base", {"config.toml": "[server]\nport = 8080\n"})
+    reconcile(NS)
+    assert reason(kube, "cells", "cell-1") == ("True", "Registered")
+    assert samples("cells_operator_stalled_resources", stalled) == 0
+
+
+def test_a_new_cell_over_the_limit_is_not_registered_and_says_so(kube):
+    config = OperatorConfig(report_concurrency=1, base_config_configmap="base")
+    kube.put_configmap(NS, "base", {"config.toml": huge_base()})
+    add_cell(kube, "cell-1", 1)
+    NamespaceReconciler(kube, config, OperatorMetrics())(NS)
+    assert kube.read_configmap(NS, TOPOLOGY).resource_version is None  # nothing was ever published
+    assert stalled_reason(kube, "cell-1") == ("False", "True", RECORDS_TOO_LARGE)
+    assert "not registered" in ready_condition(kube.get("cells", NS, "cell-1"))["message"]
+
+
+def test_rules_are_rendered_against_the_records_that_stay_published(kube):
+    """Held-back records are not what the data plane serves: a rule proxying to a Cell whose registration
+    is held back is not published against an address that was never published."""
+    config = OperatorConfig(report_concurrency=1, base_config_configmap="base")
+    kube.put_configmap(NS, "base", {"config.toml": "[server]\nport = 8080\n"})
+    add_cell(kube, "cell-1", 1)
+    reconcile = NamespaceReconciler(kube, config, OperatorMetrics())
+    reconcile(NS)
+    kube.put_configmap(NS, "base", {"config.toml": huge_base()})
+    add_cell(kube, "cell-2", 2)
+    add_rule(kube, "to-cell-2", proxy_to("cell-2"))
+    reconcile(NS)
+    assert stalled_reason(kube, "cell-2") == ("False", "True", RECORDS_TOO_LARGE)
+    assert reason(kube, "routingrules", "to-cell-2") == ("False", "CellNotFound")
 
 
 def test_a_missing_base_config_stalls_every_cell_with_one_warning_and_publishes_nothing(kube):
@@ -270,3 +333,61 @@ def test_a_replica_without_the_lease_writes_nothing_and_it_is_no_error(kube, rec
         )
         is None
     )
+
+
+def add_typical(kube: FakeKube, rule: RuleObject) -> None:
+    """One of tests/bench/configmap_limit.py's typical rules, with its name and uid."""
+    kube.add(
+        "routingrules",
+        {
+            **rule_manifest(rule.name, dict(rule.spec)),
+            "metadata": {"name": rule.name, "namespace": NS, "uid": rule.uid},
+        },
+    )
+
+
+def test_a_ruleset_over_the_limit_keeps_its_last_valid_version_and_stalls_the_new_rules(kube, reconcile, caplog):
+    """Issue 15: the router ConfigMap's size limit. 2,400 typical rules fit (tests/bench/configmap_limit.py:
+    the 2,466th would not); 100 more are held back whole -- nothing truncated, the published version stays,
+    the new rules are Stalled with RulesetTooLarge and one Warning each, and it is logged once."""
+    add_cell(kube, "cell-1", 1, firstCell=True)
+    for rule in typical_rules(2400):
+        add_typical(kube, rule)
+    reconcile(NS)
+    published = kube.read_configmap(NS, ROUTER)
+    for rule in typical_rules(2500)[2400:]:
+        add_typical(kube, rule)
+    caplog.clear()
+    reconcile(NS)
+    assert kube.read_configmap(NS, ROUTER) == published
+    assert reason(kube, "routingrules", "session-cookie-02400") == ("False", "RulesetTooLarge")
+    stalled = {
+        c["type"]: c["status"] for c in kube.get("routingrules", NS, "session-cookie-02499")["status"]["conditions"]
+    }
+    assert stalled["Stalled"] == "True" and stalled["Ready"] == "False"
+    assert (
+        "ConfigMap limit of 1000000 bytes"
+        in ready_condition(kube.get("routingrules", NS, "session-cookie-02499"))["message"]
+    )
+    assert reason(kube, "routingrules", "session-cookie-02399") == ("True", "Published")  # unchanged rules stay
+    assert kube.events_for("session-cookie-02400") == [("Warning", "RulesetTooLarge")]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "100 rule(s) are Stalled (RulesetTooLarge)" in warnings[0]
+
+    caplog.clear()
+    verbs(kube)
+    reconcile(NS)  # the next pass: nothing new to write or say
+    assert verbs(kube) == [] and [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_others_annotations_leaving_no_room_fail_the_router_publish_without_a_request(kube, reconcile):
+    """The rulesets keep under their own limit, but others' annotations count towards the API server's
+    256 KiB: then nothing is sent (it would be a 422), and the pass fails loudly to be retried."""
+    add_rule(kube, "catch-all", CATCH_ALL)
+    reconcile(NS)
+    current = kube.read_configmap(NS, ROUTER)
+    kube.put_configmap(NS, ROUTER, current.data, {"theirs": "x" * (256 * 1024 - 10)}, labels=current.labels)
+    verbs(kube)
+    with pytest.raises(RouterConfigTooLarge, match="256 KiB"):
+        reconcile(NS)
+    assert ("write_configmap", ROUTER) not in verbs(kube)
