@@ -18,6 +18,10 @@ from cells_operator.publish import MAX_DATA_BYTES, values_size
 from cells_operator.rulesets import MAX_CONFIGMAP_BYTES, PublishedRules, RuleObject, RulesPlan, plan_rulesets
 from tests.support.rules import SESSION
 
+# What docs/benchmarks.md quotes (tests/unit/test_configmap_limit.py keeps them true of the renderer).
+QUOTED_HELD_AT = 2_286  # the first typical rule over the operator's own limit (RulesetTooLarge)
+QUOTED_REFUSED_AT = 2_397  # the first typical rule the API server itself would refuse
+
 
 def typical_rules(count: int) -> list[RuleObject]:
     """``count`` session cookie rules, as a namespace with that many RoutingRules would hold them."""

@@ -139,7 +139,7 @@ def huge_rule(i: int, size: int) -> dict:
 def test_a_ruleset_over_the_limit_is_stalled_and_its_last_valid_version_stays_published(kubectl, namespace, operator):
     """Ten rules of ~95 KB fit the router ConfigMap (with the catch-all); the eleventh would cross the
     operator's limit of 1,000,000 bytes: it is Stalled with RulesetTooLarge, and the published version is
-    exactly the previous one (nothing truncated). Typical rules reach it at 2,466 (docs/benchmarks.md)."""
+    exactly the previous one (nothing truncated). Typical rules reach it at 2,286 (docs/benchmarks.md)."""
     kubectl.apply([cell_manifest("cell-1", 1, firstCell=True), rule("catch-all", CATCH_ALL)], namespace)
     fitting = [huge_rule(i, 95_000) for i in range(10)]
     kubectl.apply(fitting, namespace)

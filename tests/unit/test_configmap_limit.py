@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from cells_operator.publish import MAX_DATA_BYTES, values_size
 from cells_operator.rulesets import MAX_CONFIGMAP_BYTES
+from tests.bench.configmap_limit import QUOTED_HELD_AT as HELD_AT
+from tests.bench.configmap_limit import QUOTED_REFUSED_AT as REFUSED_AT
 from tests.bench.configmap_limit import unlimited
-
-HELD_AT = 2_466  # the first typical rule over the operator's own limit (RulesetTooLarge)
-REFUSED_AT = 2_586  # the first typical rule the API server itself would refuse
 
 
 def test_typical_rules_are_held_back_from_the_quoted_count():

@@ -18,7 +18,7 @@ from cells_operator.metrics import OperatorMetrics
 from cells_operator.reconciler import NamespaceReconciler
 from cells_operator.rule_reconciler import RouterConfigTooLarge
 from cells_operator.rulesets import RuleObject
-from tests.bench.configmap_limit import typical_rules
+from tests.bench.configmap_limit import QUOTED_HELD_AT, typical_rules
 from tests.support.cells import cell_manifest, ready_condition
 from tests.support.fake_kube import MAX_CONFIGMAP_BYTES, FakeKube
 from tests.support.rules import CATCH_ALL, rule_manifest
@@ -347,30 +347,28 @@ def add_typical(kube: FakeKube, rule: RuleObject) -> None:
 
 
 def test_a_ruleset_over_the_limit_keeps_its_last_valid_version_and_stalls_the_new_rules(kube, reconcile, caplog):
-    """Issue 15: the router ConfigMap's size limit. 2,400 typical rules fit (tests/bench/configmap_limit.py:
-    the 2,466th would not); 100 more are held back whole -- nothing truncated, the published version stays,
-    the new rules are Stalled with RulesetTooLarge and one Warning each, and it is logged once."""
+    """Issue 15: the router ConfigMap's size limit. 50 typical rules fewer than the first that would not
+    fit (tests/bench/configmap_limit.py) are published; 100 more are held back whole -- nothing truncated,
+    the published version stays, the new rules are Stalled with RulesetTooLarge and one Warning each, and
+    it is logged once."""
     add_cell(kube, "cell-1", 1, firstCell=True)
-    for rule in typical_rules(2400):
+    fitting = QUOTED_HELD_AT - 50
+    for rule in typical_rules(fitting):
         add_typical(kube, rule)
     reconcile(NS)
     published = kube.read_configmap(NS, ROUTER)
-    for rule in typical_rules(2500)[2400:]:
+    for rule in typical_rules(fitting + 100)[fitting:]:
         add_typical(kube, rule)
+    first, last, kept = (f"session-cookie-{i:05}" for i in (fitting, fitting + 99, fitting - 1))
     caplog.clear()
     reconcile(NS)
     assert kube.read_configmap(NS, ROUTER) == published
-    assert reason(kube, "routingrules", "session-cookie-02400") == ("False", "RulesetTooLarge")
-    stalled = {
-        c["type"]: c["status"] for c in kube.get("routingrules", NS, "session-cookie-02499")["status"]["conditions"]
-    }
+    assert reason(kube, "routingrules", first) == ("False", "RulesetTooLarge")
+    stalled = {c["type"]: c["status"] for c in kube.get("routingrules", NS, last)["status"]["conditions"]}
     assert stalled["Stalled"] == "True" and stalled["Ready"] == "False"
-    assert (
-        "ConfigMap limit of 1000000 bytes"
-        in ready_condition(kube.get("routingrules", NS, "session-cookie-02499"))["message"]
-    )
-    assert reason(kube, "routingrules", "session-cookie-02399") == ("True", "Published")  # unchanged rules stay
-    assert kube.events_for("session-cookie-02400") == [("Warning", "RulesetTooLarge")]
+    assert "ConfigMap limit of 1000000 bytes" in ready_condition(kube.get("routingrules", NS, last))["message"]
+    assert reason(kube, "routingrules", kept) == ("True", "Published")  # unchanged rules stay
+    assert kube.events_for(first) == [("Warning", "RulesetTooLarge")]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "100 rule(s) are Stalled (RulesetTooLarge)" in warnings[0]
 
