@@ -14,7 +14,7 @@ K8S_VERSION ?=
 export K8S_VERSION
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv node recheck assets cluster cluster-down test unit integration e2e soak soak-churn demo demo-down lint fmt bench e2e-kind clean
+.PHONY: help venv node recheck assets cluster cluster-down test unit integration e2e soak soak-churn demo demo-down lint fmt crds bench e2e-kind clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -48,6 +48,9 @@ lint: venv ## ruff, and import-linter's contracts on the package boundaries (ADR
 fmt: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+crds: venv ## regenerate crds/*.yaml from the pydantic models (ADR 0017; tests/unit/test_crds.py fails on drift)
+	$(VENV)/bin/cells-operator manifests crds --out-dir crds
 
 unit: venv node recheck ## unit tests (no cluster)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

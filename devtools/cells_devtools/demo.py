@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .devcluster.assets import find_kubectl
+from .process import spawn_logged
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "deploy" / "samples"
@@ -50,16 +51,7 @@ def _stop_operator(pidfile: Path) -> None:
 
 
 def _spawn(argv: list[str], log: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            argv,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env or os.environ.copy(),
-            start_new_session=True,
-            cwd=ROOT,
-        )
+    proc = spawn_logged(argv, log, env=env or None, cwd=ROOT, new_session=True)
     with open(pidfile, "a") as fh:
         fh.write(f"{proc.pid}\n")
     return proc.pid

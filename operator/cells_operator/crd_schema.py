@@ -108,8 +108,8 @@ class RoutingRuleStatus(_Wire):
 # ------------------------------------------------------------------------- pydantic -> structural
 def structural(model: type[BaseModel], extras: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The structural schema of ``model``; ``extras`` are merged at paths such as ``"proxy"`` or
-    ``"sequenceRanges[]"`` (the items), for models that cannot carry their schema-only keys yet. The
-    model's own keys win over an extra's."""
+    ``"sequenceRanges[]"`` (the items), for schema-only keys the models do not carry (CEL rules whose
+    key order pydantic would change). The model's own keys win over an extra's."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     raw.pop("description", None)  # the model's docstring: for developers
@@ -273,12 +273,13 @@ CELL = CrdInfo(
     validations=cell.CELL_VALIDATIONS,
 )
 
-# RoutingRule's schema-only keys, kept here until rule.py's models carry them as json_schema_extra
-# (issue 12; rule.py was being extended by issue 18 when the generator was written).
+# RoutingRule's CEL rules, checked by the API server with no webhook running (ADR 0012); patterns,
+# interpolations and cellRef resolution stay with the webhook. The fields' descriptions and other
+# constraints are declared in rule.py. The rules of classify and proxy stay here rather than in their
+# fields' json_schema_extra because pydantic sorts the keys of json_schema_extra (fieldPath, message,
+# rule), which would reorder them in crds/ (the same rules, but a diff).
 _RULE_SPEC_EXTRAS: dict[str, dict[str, Any]] = {
     "": {
-        # What one rule can say about itself, checked by the API server with no webhook running
-        # (ADR 0012); patterns, interpolations and cellRef resolution stay with the webhook.
         "x-kubernetes-validations": [
             {
                 "rule": "self.action != 'classify' || has(self.classify)",
@@ -297,22 +298,7 @@ _RULE_SPEC_EXTRAS: dict[str, dict[str, Any]] = {
             },
         ]
     },
-    "ruleset": {
-        "pattern": rule.RULESET_NAME.pattern,
-        "maxLength": 63,
-        "description": "Name of the rule list this rule belongs to (a router loads one ruleset).",
-    },
-    "priority": {"description": "Lower runs first; ties are broken by name."},
-    "match": {"description": "What the rule matches. Omitted, the rule matches every request (catch-all)."},
-    "match.type": {"description": "Match a cookie, a header, or the request path."},
-    "match.regexName": {"description": "ECMAScript pattern for the cookie or header name (not used for path)."},
-    "match.regexValue": {
-        "description": "ECMAScript pattern for the cookie or header value, or the path. Named groups "
-        "(?<name>...) can be interpolated into classify.value as ${name}."
-    },
-    "action": {"description": "classify asks the Topology Service; proxy sends the request straight on."},
     "classify": {
-        "description": "How action classify asks the Topology Service.",
         "x-kubernetes-validations": [
             {
                 "rule": "self.type == 'FIRST_CELL' || (has(self.value) && self.value != '')",
@@ -326,11 +312,7 @@ _RULE_SPEC_EXTRAS: dict[str, dict[str, Any]] = {
             },
         ],
     },
-    "classify.type": {"description": "What classify.value is: a session prefix, a cell id, or none (first cell)."},
-    "classify.value": {"description": "Classification value; may use ${name} of a named group of the match."},
     "proxy": {
-        "description": "Where action proxy sends the request: cellRef or address. Omitted (or empty), the rule "
-        'is published as {"action": "proxy"} and goes to the router\'s default upstream.',
         "x-kubernetes-validations": [
             {
                 "rule": "!(has(self.cellRef) && self.cellRef != '' && has(self.address) && self.address != '')",
@@ -338,8 +320,6 @@ _RULE_SPEC_EXTRAS: dict[str, dict[str, Any]] = {
             }
         ],
     },
-    "proxy.cellRef": {"description": "Name of a Cell in this namespace; its address is used."},
-    "proxy.address": {"description": "A literal address: hostname, IPv4 or [IPv6], each with an optional :port."},
 }
 
 ROUTING_RULE = CrdInfo(

@@ -191,7 +191,8 @@ class RoutingRuleSpec(_Spec):
     )
     ruleset: str = Field(
         description="Name of the rule list this rule belongs to (a router loads one ruleset; ConfigMap key "
-        "<ruleset>.json)."
+        "<ruleset>.json).",
+        json_schema_extra={"pattern": RULESET_NAME.pattern, "maxLength": 63},
     )
     priority: int = Field(100, description="Lower runs first; ties are broken by name.")
     match: MatchSpec | None = Field(

@@ -1,10 +1,13 @@
-"""Start a child process whose output goes to a log file: the one way the tests and benchmarks do it."""
+"""Start a child process whose output goes to a log file: the dev tools' helper, with the working folder
+the tests and benchmarks have always had (the repository root) as the default."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from cells_devtools.process import spawn_logged as _spawn_logged
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,16 +18,6 @@ def spawn_logged(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = ROOT,
     new_session: bool = False,
-) -> subprocess.Popen:
-    """Start ``argv`` with stdout and stderr appended to ``logfile`` (a failing test shows its tail) and no
-    stdin; ``env`` None inherits ours. The log is opened for the child only: our copy is closed at once."""
-    with open(logfile, "ab") as log:
-        return subprocess.Popen(
-            list(argv),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=None if env is None else dict(env),
-            cwd=cwd,
-            start_new_session=new_session,
-        )
+) -> subprocess.Popen[bytes]:
+    """:func:`cells_devtools.process.spawn_logged` with the repository root as the default working folder."""
+    return _spawn_logged(argv, logfile, env=env, cwd=cwd, new_session=new_session)

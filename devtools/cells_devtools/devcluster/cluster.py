@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..process import spawn_logged
 from .assets import AssetError, Assets, binary_version, find_assets
 
 ADMIN_USER = "cells-admin"
@@ -150,17 +151,8 @@ class LocalCluster:
                 raise ClusterError(f"port {port} on 127.0.0.1 is already in use; choose another or stop its owner")
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         self._log(f"starting {name}: {argv[0]}")
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=self.workdir,
-        )
-        log.close()
+        proc = spawn_logged(argv, self.logdir / f"{name}.log", cwd=self.workdir, new_session=True)
         self.pids[name] = proc.pid
         return proc
 
