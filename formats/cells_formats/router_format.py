@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -35,6 +36,24 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 # ``${name}`` in ``classify.value``: a named group of the match, substituted by the router. One definition:
 # the operator validates interpolations with it, the router applies them with it.
 INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+
+
+class Dialect(StrEnum):
+    """The shape of the published ruleset (ADR 0014, docs/compatibility.md)."""
+
+    CURRENT = "current"  # id, match.name / regexValue, transform, validate: GitLab's current router doc [G6]
+    V2024 = "2024"  # match.regex_name / regex_value, no id, no transform or validate
+
+
+DIALECT_ENV = "CELLS_ROUTER_DIALECT"  # the operator Deployment's setting; read by render/validate too
+
+
+def parse_dialect(raw: str) -> Dialect:
+    """``current`` or ``2024`` (empty: current), with an error that names the setting."""
+    try:
+        return Dialect(raw.strip() or Dialect.CURRENT.value)
+    except ValueError:
+        raise ValueError(f"{DIALECT_ENV}={raw!r}: expected one of {', '.join(d.value for d in Dialect)}") from None
 
 
 class _Format(BaseModel):

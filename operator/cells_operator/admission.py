@@ -29,7 +29,7 @@ from .cell import GROUP, VERSION, Problem
 from .cell import PLURAL as CELLS
 from .config import FINALIZER
 from .rule import PLURAL as RULES
-from .rule import TOPOLOGY_DEPENDENT, parse_rule_spec, render_rule
+from .rule import TOPOLOGY_DEPENDENT, Dialect, parse_rule_spec, render_rule
 from .topology import CellObject, plan_topology
 
 # Sorts after every RFC 3339 creationTimestamp: a Cell being created is the newest claimant of an id,
@@ -86,7 +86,9 @@ def review_cell(
     return Review(verdict.problem)
 
 
-def review_rule(new: Mapping[str, Any], old: Mapping[str, Any] | None, records: Topology) -> Review:
+def review_rule(
+    new: Mapping[str, Any], old: Mapping[str, Any] | None, records: Topology, dialect: Dialect = Dialect.CURRENT
+) -> Review:
     """Refuse a RoutingRule create/update whose spec can never be published, whatever the Cells.
 
     ``records`` only turns a not-yet-registered ``cellRef`` into a warning instead of silence.
@@ -96,7 +98,7 @@ def review_rule(new: Mapping[str, Any], old: Mapping[str, Any] | None, records: 
     spec, problem = parse_rule_spec(dict(new.get("spec") or {}))
     if spec is None:
         return Review(problem)
-    _, problem = render_rule(spec, records, name=(new.get("metadata") or {}).get("name"))
+    _, problem = render_rule(spec, records, name=(new.get("metadata") or {}).get("name"), dialect=dialect)
     if problem is not None and problem.reason in TOPOLOGY_DEPENDENT:
         return Review(
             warnings=(

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cells_formats.router_format import parse_dialect
+
 from .config import OperatorConfig
 
 # ``run``'s flags and the OperatorConfig fields they set; the Deployment sets the same settings through
@@ -53,6 +55,8 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -
         overrides["webhook_self_signed"] = True
     if args.leader_elect:
         overrides["leader_elect"] = True
+    if getattr(args, "router_dialect", None):
+        overrides["router_dialect"] = parse_dialect(args.router_dialect)
     return dataclasses.replace(OperatorConfig.from_env(env), **overrides)
 
 
@@ -68,10 +72,6 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     config = config_from(args)  # handed to kopf's handlers in the memo (supervisor.serve)
-    if args.router_dialect:
-        from .rule import Dialect, set_process_dialect
-
-        set_process_dialect(Dialect(args.router_dialect))  # admission and the planner publish alike (ADR 0014)
     if config.webhook_listen:
         webhook.register()
     kopf.configure(

@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cells_formats.router_format import DIALECT_ENV, Dialect, parse_dialect
+
 FINALIZER = "cells.dev/topology"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "cells-operator"
@@ -16,6 +18,9 @@ MANAGED_BY = "cells-operator"
 class OperatorConfig:
     topology_configmap: str = "cells-topology"
     router_configmap: str = "cells-router-rules"
+    # The published ruleset's shape (ADR 0014): GitLab's current router language, or its 2024 one. One
+    # operator feeds one router build; admission, the planner and render/validate all take it from here.
+    router_dialect: Dialect = Dialect.CURRENT
     # ConfigMap whose config.toml key is the Topology Service's own settings, merged before [[cells]]
     # (ADR 0010); empty: config.toml holds only [[cells]].
     base_config_configmap: str = ""
@@ -64,6 +69,7 @@ class OperatorConfig:
         return cls(
             topology_configmap=env.get("CELLS_TOPOLOGY_CONFIGMAP", cls.topology_configmap),
             router_configmap=env.get("CELLS_ROUTER_CONFIGMAP", cls.router_configmap),
+            router_dialect=parse_dialect(env.get(DIALECT_ENV, "")),
             base_config_configmap=env.get("CELLS_BASE_CONFIGMAP", cls.base_config_configmap),
             debounce_seconds=float(env.get("CELLS_DEBOUNCE_SECONDS", cls.debounce_seconds)),
             debounce_max_seconds=float(env.get("CELLS_DEBOUNCE_MAX_SECONDS", cls.debounce_max_seconds)),

@@ -51,7 +51,7 @@ from .cell import KIND as CELL
 from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
 from .publish import merge_annotations
 from .rule import KIND as RULE
-from .rule import parse_rule_spec, render_rule, spec_of_element
+from .rule import Dialect, parse_rule_spec, render_rule, spec_of_element
 from .rulesets import INDEX_KEY, LiveRule, PublishedRules, RulesError, RulesPlan, parse_published, plan_rulesets
 from .topology import CellObject, Change, TopologyPlan, plan_topology
 
@@ -396,14 +396,16 @@ def _duplicates(manifests: Sequence[Manifest]) -> tuple[list[Manifest], list[Obj
     return kept, results
 
 
-def _rule_generation(meta: Mapping[str, Any], spec: Mapping[str, Any], old: Any, topology: Topology) -> int:
+def _rule_generation(
+    meta: Mapping[str, Any], spec: Mapping[str, Any], old: Any, topology: Topology, dialect: Dialect
+) -> int:
     """The generation the API server will give the rule: the input's, else predicted (see module docs)."""
     if meta.get("generation"):
         return int(meta["generation"])
     if old is None:
         return 1
     parsed, _ = parse_rule_spec(dict(spec))
-    element = render_rule(parsed, topology, name=meta.get("name"))[0] if parsed is not None else None
+    element = render_rule(parsed, topology, name=meta.get("name"), dialect=dialect)[0] if parsed is not None else None
     same = (
         parsed is not None
         and element == old.element
@@ -507,7 +509,7 @@ def plan_namespace(
         meta = m.obj["metadata"]
         old = by_name.get(m.name)
         uid = meta.get("uid") or (old.uid if old is not None else NEW_UID_PREFIX + m.name)
-        generation = _rule_generation(meta, m.obj.get("spec") or {}, old, records)
+        generation = _rule_generation(meta, m.obj.get("spec") or {}, old, records, config.router_dialect)
         rule_objs.append({**m.obj, "metadata": {**meta, "uid": uid, "generation": generation}})
     declared = {m.name for m in rules}
     kept_rules = [] if prune else [live for live in previous_rules.live.values() if live.name not in declared]
@@ -515,7 +517,12 @@ def plan_namespace(
         {"metadata": {"name": live.name, "uid": live.uid, "generation": live.generation}, "spec": _spec_of_live(live)}
         for live in kept_rules
     ]
-    rules_plan = plan_rulesets([rule_reconciler.rule_object(o) for o in rule_objs + kept_objs], records, previous_rules)
+    rules_plan = plan_rulesets(
+        [rule_reconciler.rule_object(o) for o in rule_objs + kept_objs],
+        records,
+        previous_rules,
+        dialect=config.router_dialect,
+    )
     for live in kept_rules:
         verdict = rules_plan.verdicts[live.name]
         if verdict.problem is not None or verdict.live != live:

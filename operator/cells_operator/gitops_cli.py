@@ -9,6 +9,7 @@ Exit codes (every command): 0 valid / routed, 1 invalid / not routed, 2 unreadab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -122,7 +123,13 @@ def read_cluster(namespaces: Sequence[str], config: OperatorConfig) -> dict[str,
 
 
 def _config(args: argparse.Namespace) -> OperatorConfig:
-    return OperatorConfig(topology_configmap=args.topology_configmap, router_configmap=args.router_configmap)
+    """The names and the rules dialect the operator publishes with: same defaults and environment as
+    ``cells-operator run`` (``CELLS_ROUTER_DIALECT``), so render shows what the operator would publish."""
+    return dataclasses.replace(
+        OperatorConfig.from_env(os.environ),
+        topology_configmap=args.topology_configmap,
+        router_configmap=args.router_configmap,
+    )
 
 
 def _review(args: argparse.Namespace, stdin: TextIO) -> gitops.ChangeReview:

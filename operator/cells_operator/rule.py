@@ -1,7 +1,8 @@
 """The ``RoutingRule`` resource: its spec as a frozen model, validation, and one rule in the router's format.
 
 A rule is rendered into the HTTP router's rules format (:mod:`cells_formats.router_format`), in the
-dialect this process publishes (:func:`default_dialect`, ADR 0014 decision 11). Current dialect::
+dialect the operator is configured with (``OperatorConfig.router_dialect``, ADR 0014 decision 11).
+Current dialect::
 
     {"id": "token-private-token",
      "match": {"type": "header", "name": "private-token", "regexValue": "...(?<payload>...)..."},
@@ -25,7 +26,6 @@ proxies to cells that do not exist or are not routable, non-integer literal cell
 
 from __future__ import annotations
 
-import os
 import re
 from enum import StrEnum
 from typing import Any
@@ -44,7 +44,7 @@ from cells_dataplane.transforms import (
 from cells_formats.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
 from cells_formats.fields import address_problem
 from cells_formats.records import Topology
-from cells_formats.router_format import INTERPOLATION, RouterRule
+from cells_formats.router_format import DIALECT_ENV, INTERPOLATION, Dialect, RouterRule
 
 from . import redos
 from .cell import Problem
@@ -74,39 +74,6 @@ class ClassifyType(StrEnum):
     SESSION_PREFIX = "SESSION_PREFIX"
     CELL_ID = "CELL_ID"
     FIRST_CELL = "FIRST_CELL"
-
-
-class Dialect(StrEnum):
-    """The shape of the published ruleset (ADR 0014, docs/compatibility.md)."""
-
-    CURRENT = "current"  # id, match.name / regexValue, transform, validate: GitLab's current router doc [G6]
-    V2024 = "2024"  # match.regex_name / regex_value, no id, no transform or validate
-
-
-DIALECT_ENV = "CELLS_ROUTER_DIALECT"  # the Deployment's setting; read by render/validate too
-
-
-_PROCESS_DIALECT: list[Dialect] = []  # set once by `cells-operator run --router-dialect`
-
-
-def set_process_dialect(dialect: Dialect | None) -> None:
-    """``cells-operator run --router-dialect``: the dialect for this process, over the environment's."""
-    _PROCESS_DIALECT[:] = [dialect] if dialect is not None else []
-
-
-def default_dialect() -> Dialect:
-    """The dialect this process publishes: ``--router-dialect``, else ``$CELLS_ROUTER_DIALECT``, else current.
-
-    One operator feeds one router build, so the dialect is a process setting rather than a field of every
-    rule; admission, the planner and ``cells-operator render``/``validate`` all read it here, so they agree.
-    """
-    if _PROCESS_DIALECT:
-        return _PROCESS_DIALECT[0]
-    raw = os.environ.get(DIALECT_ENV, "").strip() or Dialect.CURRENT.value
-    try:
-        return Dialect(raw)
-    except ValueError:
-        raise ValueError(f"{DIALECT_ENV}={raw!r}: expected one of {', '.join(d.value for d in Dialect)}") from None
 
 
 # Schema only (json_schema_extra, ADR 0017): what the API server refuses on top of the model. The model
@@ -261,13 +228,13 @@ Rendered = tuple[dict[str, Any] | None, Problem | None]
 
 
 def render_rule(
-    spec: RoutingRuleSpec, topology: Topology, *, name: str | None = None, dialect: Dialect | None = None
+    spec: RoutingRuleSpec, topology: Topology, *, name: str | None = None, dialect: Dialect = Dialect.CURRENT
 ) -> Rendered:
     """The rule in the router's format, or why it cannot be published (never both).
 
-    ``name`` is the resource's name (the default ``id``); ``dialect`` defaults to :func:`default_dialect`.
+    ``name`` is the resource's name (the default ``id``); ``dialect`` is the operator's
+    setting (``OperatorConfig.router_dialect``), passed by every caller: the core reads no environment.
     """
-    dialect = dialect or default_dialect()
     if problem := _ruleset_problem(spec) or _id_problem(spec) or _dialect_problem(spec, dialect):
         return None, problem
     element: dict[str, Any] = {}

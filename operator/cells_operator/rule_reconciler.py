@@ -216,7 +216,7 @@ class RuleReconciler:
                     "%s/%s: %s; rebuilding it from the RoutingRules", namespace, self.config.router_configmap, exc
                 )
                 previous = PublishedRules()
-            rules_plan = plan_rulesets(rules, topology, previous)
+            rules_plan = plan_rulesets(rules, topology, previous, dialect=self.config.router_dialect)
             return rules_plan.data, ruleset_annotations(rules_plan, current.annotations), rules_plan
 
         name = self.config.router_configmap

@@ -21,7 +21,7 @@ from typing import Any
 from cells_formats.records import Topology, content_hash
 
 from .cell import Problem
-from .rule import Dialect, default_dialect, parse_rule_spec, render_rule
+from .rule import Dialect, parse_rule_spec, render_rule
 
 INDEX_KEY = "cells-operator.index.json"
 RULESET_SUFFIX = ".json"
@@ -144,7 +144,7 @@ class Desired:
 Choice = tuple[LiveRule | None, Problem | None]
 
 
-def desire(obj: RuleObject, topology: Topology, dialect: Dialect | None = None) -> Desired:
+def desire(obj: RuleObject, topology: Topology, dialect: Dialect = Dialect.CURRENT) -> Desired:
     """Parse and render one rule against the records, in ``dialect`` (ADR 0014)."""
     spec, problem = parse_rule_spec(dict(obj.spec))
     if spec is None:
@@ -258,12 +258,11 @@ def plan_rulesets(
     topology: Topology,
     previous: PublishedRules,
     limit: int = MAX_CONFIGMAP_BYTES,
-    dialect: Dialect | None = None,
+    dialect: Dialect = Dialect.CURRENT,
 ) -> RulesPlan:
     """Desired elements, the choice of each rule, the rendered ConfigMap; over ``limit``, every ruleset the
     change touches is frozen as published and the choice made again; then each rule's verdict. ``dialect``
-    defaults to the process's (``rule.default_dialect``, ADR 0014)."""
-    dialect = dialect or default_dialect()
+    is the operator's setting (``OperatorConfig.router_dialect``, ADR 0014)."""
     desired = {obj.uid: desire(obj, topology, dialect) for obj in rules}
     refuse_duplicate_ids(desired)
     chosen = choose(rules, desired, previous, set(), limit, dialect)

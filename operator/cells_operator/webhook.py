@@ -207,7 +207,8 @@ def _review_cell(kube: Kube, config: OperatorConfig, namespace: str, new: dict, 
 def _review_rule(kube: Kube, config: OperatorConfig, namespace: str, new: dict, old: dict | None) -> Review:
     # Only a proxy to a named Cell looks at the records (for a warning): the rest need no API read.
     needs_records = bool(((new.get("spec") or {}).get("proxy") or {}).get("cellRef"))
-    return review_rule(new, old, _records(kube, config, namespace) if needs_records else Topology())
+    records = _records(kube, config, namespace) if needs_records else Topology()
+    return review_rule(new, old, records, config.router_dialect)
 
 
 async def _answer(

@@ -9,6 +9,7 @@ import json
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from cells_formats.router_format import Dialect
 from cells_operator.base_config import BASE_CONFIG_NOT_FOUND
 from cells_operator.cell_reconciler import PUBLISH_FAILED, RECORDS_TOO_LARGE, RECORDS_UNREADABLE
 from cells_operator.config import FINALIZER, OperatorConfig
@@ -389,3 +390,19 @@ def test_others_annotations_leaving_no_room_fail_the_router_publish_without_a_re
     with pytest.raises(RouterConfigTooLarge, match="256 KiB"):
         reconcile(NS)
     assert ("write_configmap", ROUTER) not in verbs(kube)
+
+
+def test_the_configured_dialect_is_what_the_reconciler_publishes():
+    """``--router-dialect 2024`` reaches the planner through the configuration (no process-wide setting):
+    the same rules are published with ids (current dialect, the default) or without (2024)."""
+    published = {}
+    for dialect in Dialect:
+        kube = FakeKube()
+        add_cell(kube, "cell-1", 1)
+        add_rule(kube, "to-cell-1", proxy_to("cell-1"))
+        add_rule(kube, "catch-all", CATCH_ALL)
+        config = OperatorConfig(report_concurrency=1, router_dialect=dialect)
+        assert NamespaceReconciler(kube, config, OperatorMetrics())(NS) is True
+        published[dialect] = json.loads(kube.configmaps[(NS, ROUTER)]["data"]["session_token.json"])
+    assert [rule.get("id") for rule in published[Dialect.CURRENT]] == ["to-cell-1", "catch-all"]
+    assert [rule.get("id") for rule in published[Dialect.V2024]] == [None, None]

@@ -21,12 +21,12 @@ from cells_formats.fields import CellState, SequenceRange
 from cells_formats.records import CellRecord, Topology
 from cells_formats.router_format import parse_ruleset
 from cells_operator.admission import review_rule
+from cells_operator.config import OperatorConfig
 from cells_operator.route_explain import Rules, explain, human
 from cells_operator.rule import (
     DIALECT_ENV,
     Dialect,
     RoutingRuleSpec,
-    default_dialect,
     parse_rule_spec,
     render_rule,
     spec_of_element,
@@ -192,22 +192,17 @@ def test_the_2024_ruleset_is_what_the_router_read_before():
         assert old.decide(request) == new.decide(request)
 
 
-def test_dialect_comes_from_the_environment(monkeypatch):
-    monkeypatch.delenv(DIALECT_ENV, raising=False)
-    assert default_dialect() is Dialect.CURRENT
-    monkeypatch.setenv(DIALECT_ENV, "2024")
-    assert default_dialect() is Dialect.V2024
-    assert (
-        "regex_value"
-        in json.loads(
-            plan_rulesets([RuleObject("s", "u", SAMPLE_SPECS["session-cookie"])], TOPO, PublishedRules()).data[
-                "session_token.json"
-            ]
-        )[0]["match"]
+def test_dialect_comes_from_the_environment():
+    """``CELLS_ROUTER_DIALECT`` is read once, into the configuration; the planner is told, never looks."""
+    assert OperatorConfig.from_env({}).router_dialect is Dialect.CURRENT
+    config = OperatorConfig.from_env({DIALECT_ENV: "2024"})
+    assert config.router_dialect is Dialect.V2024
+    published = plan_rulesets(
+        [RuleObject("s", "u", SAMPLE_SPECS["session-cookie"])], TOPO, PublishedRules(), dialect=config.router_dialect
     )
-    monkeypatch.setenv(DIALECT_ENV, "2023")
+    assert "regex_value" in json.loads(published.data["session_token.json"])[0]["match"]
     with pytest.raises(ValueError, match="expected one of current, 2024"):
-        default_dialect()
+        OperatorConfig.from_env({DIALECT_ENV: "2023"})
 
 
 PAT = SAMPLE_SPECS["token-private-token"]
@@ -367,16 +362,12 @@ def test_any_cell_id_round_trips_through_the_published_rules(cell, organization,
     assert decision is not None and (decision.classify_type, decision.value) == ("CELL_ID", str(cell))
 
 
-def test_the_run_flag_sets_the_process_dialect_over_the_environment(monkeypatch):
-    """``cells-operator run --router-dialect`` parses, and the process setting wins over the environment."""
+def test_the_run_flag_sets_the_dialect_over_the_environment():
+    """``cells-operator run --router-dialect`` wins over ``CELLS_ROUTER_DIALECT``; nothing is process-global."""
     from cells_operator import cli
-    from cells_operator.rule import set_process_dialect
 
-    assert cli.build_parser().parse_args(["run", "--router-dialect", "2024"]).router_dialect == "2024"
-    monkeypatch.setenv(DIALECT_ENV, "current")
-    try:
-        set_process_dialect(Dialect.V2024)
-        assert default_dialect() is Dialect.V2024
-    finally:
-        set_process_dialect(None)
-    assert default_dialect() is Dialect.CURRENT
+    args = cli.build_parser().parse_args(["run", "--router-dialect", "2024"])
+    assert cli.config_from(args, {DIALECT_ENV: "current"}).router_dialect is Dialect.V2024
+    args = cli.build_parser().parse_args(["run"])
+    assert cli.config_from(args, {DIALECT_ENV: "2024"}).router_dialect is Dialect.V2024
+    assert cli.config_from(args, {}).router_dialect is Dialect.CURRENT
