@@ -26,8 +26,15 @@ from dataclasses import dataclass, field
 
 import regress
 
-from cells_formats.ecmaregex import PatternError, UnsupportedPattern, compile_pattern
-from tests.unit.test_ecmaregex_differential import CURATED, INPUTS, SHORT_INPUTS, random_pattern, run_node
+from cells_formats.ecmaregex import PatternError, compile_pattern
+from tests.unit.test_ecmaregex_differential import (
+    CURATED,
+    INPUTS,
+    SHORT_INPUTS,
+    python_side,
+    random_pattern,
+    run_node,
+)
 
 
 @dataclass
@@ -74,19 +81,8 @@ def regress_side(pattern: str, inputs: list[str], expected: dict) -> dict:
 
 
 def ecmaregex_side(pattern: str, inputs: list[str], expected: dict) -> dict:
-    try:
-        compiled = compile_pattern(pattern)
-    except UnsupportedPattern as exc:
-        return {"unsupported": str(exc)}
-    except PatternError as exc:
-        return {"error": str(exc)}
-    results = []
-    for text in inputs:
-        m = compiled.search(text)
-        results.append(
-            None if m is None else {"index": m.index, "text": m.text, "groups": list(m.groups), "named": m.named}
-        )
-    return {"results": results}
+    """Our engine, exactly as the differential unit test runs it against the same oracle."""
+    return python_side(pattern, inputs)
 
 
 def tally(side: Callable[[str, list[str], dict], dict], patterns: list[str], inputs: list[str], oracle: list[dict]):
