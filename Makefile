@@ -40,9 +40,10 @@ cluster: assets ## start the local control plane and write .cluster/kubeconfig
 cluster-down: ## stop the local control plane
 	@if [ -x $(VENV)/bin/cells-dev ]; then $(VENV)/bin/cells-dev cluster down --dir $(CLUSTER_DIR); fi
 
-lint: venv ## ruff, and import-linter's contracts on the package boundaries (ADR 0016)
+lint: venv ## ruff, mypy (strict on the core and the wire formats), import-linter's contracts (ADR 0016)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 fmt: venv

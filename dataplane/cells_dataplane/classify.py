@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from cells_formats.records import CellRecord, Topology
 
@@ -110,7 +110,7 @@ def classify(snapshot: Snapshot, request: Any) -> Answer:
     return _found(snapshot.by_id.get(int(value)), value)
 
 
-def _integral(value: Any) -> bool:
+def _integral(value: object) -> TypeGuard[int | float]:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, float) and value.is_integer())

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
-import re2
+import re2  # type: ignore[import-untyped]  # google-re2 ships no annotations: _Re2Pattern types what we use
 
 from cells_formats.ecmaregex import _WORD_BOUNDARY, EcmaMatch, EcmaPattern, from_code_units, to_code_units
 
@@ -36,6 +37,19 @@ _SURROGATE_SHIFT = 0xF0000 - 0xD800
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.max_mem = 8 << 20  # per pattern; a bigger program is left to the fallback
 _RE2_OPTIONS.log_errors = False  # a pattern RE2 refuses is expected: it goes to the fallback
+
+
+class _Re2Match(Protocol):
+    def group(self, group: int | str, /) -> str | None: ...
+    def start(self) -> int: ...
+
+
+class _Re2Pattern(Protocol):
+    """The part of a compiled ``re2`` pattern this module uses."""
+
+    @property
+    def groups(self) -> int: ...
+    def search(self, text: str, /) -> _Re2Match | None: ...
 
 
 def _map_surrogates(units: str) -> str:
@@ -88,7 +102,7 @@ class LinearPattern:
     """An :class:`EcmaPattern` evaluated by RE2: the same ``test``/``search`` answers, in linear time."""
 
     ecma: EcmaPattern
-    _re2: object = field(compare=False, repr=False)
+    _re2: _Re2Pattern = field(compare=False, repr=False)
     linear: bool = True
 
     @property
@@ -100,11 +114,11 @@ class LinearPattern:
         return self.ecma.group_names
 
     def test(self, text: str) -> bool:
-        return self._re2.search(_map_surrogates(to_code_units(text))) is not None  # type: ignore[attr-defined]
+        return self._re2.search(_map_surrogates(to_code_units(text))) is not None
 
     def search(self, text: str) -> EcmaMatch | None:
         units = _map_surrogates(to_code_units(text))
-        m = self._re2.search(units)  # type: ignore[attr-defined]
+        m = self._re2.search(units)
         if m is None:
             return None
         ecma = self.ecma
@@ -125,7 +139,7 @@ def linear(ecma: EcmaPattern) -> LinearPattern | EcmaPattern:
     if dialect is None:
         return ecma
     try:
-        compiled = re2.compile(dialect, _RE2_OPTIONS)
+        compiled: _Re2Pattern = re2.compile(dialect, _RE2_OPTIONS)
     except re2.error:
         return ecma
     if compiled.groups < ecma.group_count:

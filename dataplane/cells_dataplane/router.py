@@ -203,7 +203,7 @@ class BoundedDecider:
         except BaseException:
             self._replace(slot)  # its evaluation may still run: nobody else may queue behind it
             raise
-        self._idle.put_nowait(slot)  # type: ignore[union-attr]
+        self._queue().put_nowait(slot)
         return decision
 
     def _deferring(self, ruleset: Ruleset) -> Ruleset:
@@ -213,20 +213,25 @@ class BoundedDecider:
             self._inline = (ruleset, Ruleset(rules, ruleset.source))
         return self._inline[1]
 
-    async def _take(self) -> _Slot:
+    def _queue(self) -> asyncio.Queue[_Slot]:
+        """The idle workers; the queue and its ``workers`` slots are made on first use."""
         if self._idle is None:
             self._idle = asyncio.Queue()
             for _ in range(self.workers):
-                self._add_slot()
+                self._add_slot(self._idle)
+        return self._idle
+
+    async def _take(self) -> _Slot:
+        idle = self._queue()
         try:
-            return await asyncio.wait_for(self._idle.get(), self.wait)
+            return await asyncio.wait_for(idle.get(), self.wait)
         except TimeoutError:
             raise BudgetExceeded(f"no evaluation worker free within {self.wait:g}s") from None
 
-    def _add_slot(self) -> None:
+    def _add_slot(self, idle: asyncio.Queue[_Slot]) -> None:
         slot = self.new_slot()
         self._slots.add(slot)
-        self._idle.put_nowait(slot)  # type: ignore[union-attr]
+        idle.put_nowait(slot)
 
     async def _evaluate(self, slot: _Slot, ruleset: Ruleset, request: RequestView) -> Decision | None:
         if slot.source != ruleset.source:
@@ -257,7 +262,7 @@ class BoundedDecider:
         self._slots.discard(slot)
         slot.kill()
         if self._idle is not None:
-            self._add_slot()
+            self._add_slot(self._idle)
 
     def close(self) -> None:
         for slot in list(self._slots):

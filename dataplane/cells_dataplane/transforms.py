@@ -364,7 +364,7 @@ def _step(index: int, raw: dict[str, Any], groups: tuple[str, ...], earlier: lis
             "InvalidTransform", f"{where}: unknown field {unknown[0]!r} (fields: type, input, output, regexValue)"
         )
     try:
-        kind = TransformType(raw.get("type"))
+        kind = TransformType(raw.get("type", ""))  # missing: as unknown as any other value
     except ValueError:
         known = ", ".join(t.value for t in TransformType)
         return SpecProblem("UnknownTransform", f"{where}: type {raw.get('type')!r} is not one of {known}")

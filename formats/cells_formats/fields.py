@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 # Upstream IDs are 64-bit: 1 sign bit (always 0), 6 reserved bits (always 0) and a 57-bit sequence
 # (Topology Service design document, "Sequence ranges"). Every range lies within 1 ... 2^57-1.
 SEQUENCE_BITS = 57
-MAX_SEQUENCE_VALUE = 2**SEQUENCE_BITS - 1
+MAX_SEQUENCE_VALUE: int = 2**SEQUENCE_BITS - 1  # annotated: typeshed types int ** int as Any
 # A host name (RFC 1123 labels, at most 253 characters): the host part of a cell's address.
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"

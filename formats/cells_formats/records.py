@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict
@@ -124,7 +125,7 @@ def render_config_toml(topology: Topology, base: str | None = None) -> str:
     return cells if base is None else base_config.merge(base, cells)
 
 
-def topology_document(topology: Topology) -> dict:
+def topology_document(topology: Topology) -> dict[str, Any]:
     first = topology.first_cell
     return {
         "schema_version": SCHEMA_VERSION,

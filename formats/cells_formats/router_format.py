@@ -60,6 +60,9 @@ class _Format(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+_NO_VALUE_PATTERN = "match needs regexValue (current dialect) or regex_value (2024 dialect)"
+
+
 class RouterMatch(_Format):
     type: Literal["cookie", "header", "path"]
     name: str | None = None  # current dialect: literal name
@@ -74,8 +77,8 @@ class RouterMatch(_Format):
         new = self.name is not None or self.current_regex_name is not None or self.current_regex_value is not None
         if old and new:
             raise ValueError("match mixes the 2024 spelling (regex_name, regex_value) with the current one")
-        if self.value_pattern is None:
-            raise ValueError("match needs regexValue (current dialect) or regex_value (2024 dialect)")
+        if self.current_regex_value is None and self.regex_value is None:
+            raise ValueError(_NO_VALUE_PATTERN)
         if self.name is not None and self.current_regex_name is not None:
             raise ValueError("match takes one of name and regexName")
         return self
@@ -86,7 +89,10 @@ class RouterMatch(_Format):
 
     @property
     def value_pattern(self) -> str:
-        return self.current_regex_value if self.current_regex_value is not None else self.regex_value  # type: ignore[return-value]
+        pattern = self.current_regex_value if self.current_regex_value is not None else self.regex_value
+        if pattern is None:  # only a match built without validation: _one_dialect refuses it
+            raise ValueError(_NO_VALUE_PATTERN)
+        return pattern
 
     @property
     def name_pattern(self) -> str | None:

@@ -524,9 +524,9 @@ def plan_namespace(
         dialect=config.router_dialect,
     )
     for live in kept_rules:
-        verdict = rules_plan.verdicts[live.name]
-        if verdict.problem is not None or verdict.live != live:
-            problem = verdict.problem or Problem("Changed", "its published element would change")
+        rule_verdict = rules_plan.verdicts[live.name]
+        if rule_verdict.problem is not None or rule_verdict.live != live:
+            problem = rule_verdict.problem or Problem("Changed", "its published element would change")
             results.append(
                 ObjectResult(
                     PUBLISHED,
@@ -539,12 +539,12 @@ def plan_namespace(
                 )
             )
     for m, obj in zip(rules, rule_objs, strict=True):
-        verdict = rules_plan.verdicts[m.name]
-        status = rule_reconciler.desired_status(verdict, obj["metadata"]["generation"], None)
+        rule_verdict = rules_plan.verdicts[m.name]
+        status = rule_reconciler.desired_status(rule_verdict, obj["metadata"]["generation"], None)
         ready = _ready(status)
         complete = cond.condition(status, rule_reconciler.RULESET_COMPLETE) or {}
-        warnings = (complete["message"],) if complete.get("status") == "False" and verdict.last_in_ruleset else ()
-        refusal = Review(verdict.problem).message(RULE, m.name) if verdict.problem is not None else None
+        warnings = (complete["message"],) if complete.get("status") == "False" and rule_verdict.last_in_ruleset else ()
+        refusal = Review(rule_verdict.problem).message(RULE, m.name) if rule_verdict.problem is not None else None
         results.append(
             ObjectResult(m.source, RULE, namespace, m.name, ready["reason"], ready["message"], refusal, warnings)
         )

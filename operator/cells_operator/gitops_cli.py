@@ -146,8 +146,8 @@ def _review(args: argparse.Namespace, stdin: TextIO) -> gitops.ChangeReview:
             text = _read(path, stdin)
         except OSError as exc:
             raise InputError([Notice(origin, f"cannot read: {exc.strerror or exc}")]) from exc
-        for ns, published in gitops.read_published(text, origin).items():
-            given.setdefault(ns, Published()).merge(published)
+        for ns, read in gitops.read_published(text, origin).items():
+            given.setdefault(ns, Published()).merge(read)
     published = gitops.published_for(inputs.namespaces, given)
     if args.from_cluster:
         for ns, from_cluster in read_cluster(inputs.namespaces, config).items():

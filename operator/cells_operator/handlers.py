@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
-async def started(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def started(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Runs at the start of every kopf run (the supervisor restarts kopf after transient failures); what
     outlives a run -- API client, metrics, reconcile loops, Lease -- was made once by the supervisor."""
     if memo.config.webhook_listen:

@@ -32,7 +32,7 @@ class KubeLeaseStore:
             if exc.status == 404:
                 return None, None
             raise
-        spec = lease.spec
+        spec = lease.spec or kubernetes.client.V1LeaseSpec()  # a Lease without a spec is held by nobody
         record = LeaseRecord(
             holder=spec.holder_identity or "",
             lease_duration_seconds=spec.lease_duration_seconds or 0,
@@ -40,7 +40,7 @@ class KubeLeaseStore:
             renew_time=spec.renew_time,
             transitions=spec.lease_transitions or 0,
         )
-        return record, lease.metadata.resource_version
+        return record, lease.metadata.resource_version if lease.metadata is not None else None
 
     def put(self, write: Write) -> bool:
         r = write.record

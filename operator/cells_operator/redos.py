@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Verdict:
     error: str | None = None
 
     @classmethod
-    def from_json(cls, data: dict) -> Verdict:
+    def from_json(cls, data: dict[str, Any]) -> Verdict:
         return cls(
             status=str(data.get("status", "unknown")),
             complexity=data.get("complexity"),

@@ -211,15 +211,15 @@ def _decoded(compiled: CompiledRule, groups: dict[str, str | None]) -> list[dict
 def _token_checks(compiled: CompiledRule, request: RequestView) -> list[str]:
     """For a rule decoding routable tokens: whether the token's CRC is intact (the router does not check it,
     ADR 0014 decision 5; the cell does, so a corrupt token reaches its cell and is refused there)."""
-    m = compiled.rule.match
-    if m is None or compiled.phases is None or m.type == "path":
+    m, value_re = compiled.rule.match, compiled.value_re  # a rule with a match has its value pattern
+    if m is None or value_re is None or compiled.phases is None or m.type == "path":
         return []
     if not any(s.type.value == "routable-token-payload" for s in compiled.phases.steps):
         return []
     out = []
     candidates = request.cookies if m.type == "cookie" else request.headers
     for name, value in candidates:
-        if compiled.name_groups(name) is None or compiled.value_re.search(value) is None:  # type: ignore[union-attr]
+        if compiled.name_groups(name) is None or value_re.search(value) is None:
             continue
         for token in TOKEN_IN_TEXT.findall(_credential_text(value)):
             decoded = decode_routable_token(token)

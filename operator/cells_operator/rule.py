@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
 from cells_dataplane.transforms import (
     MAX_STEPS,
@@ -78,7 +79,7 @@ class ClassifyType(StrEnum):
 
 # Schema only (json_schema_extra, ADR 0017): what the API server refuses on top of the model. The model
 # parses such input on purpose, so the planner and admission name the problem with their own reasons.
-CONFLICTING_NAME = {
+CONFLICTING_NAME: JsonDict = {
     "rule": "!(has(self.name) && has(self.regexName))",
     "message": "(ConflictingName) match takes one of name (literal) and regexName (pattern), not both",
     "fieldPath": ".name",

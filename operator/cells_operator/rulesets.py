@@ -37,7 +37,7 @@ class RulesError(ValueError):
 class RuleObject:
     name: str
     uid: str
-    spec: Mapping
+    spec: Mapping[str, Any]
     generation: int = 1
 
 

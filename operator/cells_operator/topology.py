@@ -34,7 +34,7 @@ class CellObject:
 
     name: str
     uid: str
-    spec: Mapping
+    spec: Mapping[str, Any]
     generation: int = 1
     deleting: bool = False
     created: str = ""  # creationTimestamp: the order in which new cells claim ids and prefixes

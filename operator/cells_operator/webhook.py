@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import kopf
 import tenacity
@@ -117,7 +117,7 @@ class AdmissionContext:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
 
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger) -> None:
     """Called from the startup handler when ``--webhook-listen`` is set, at the start of every kopf run
     (the supervisor restarts kopf after transient failures): the server belongs to kopf's settings and
     is set every time; the review threads and the registration are done once per process."""
@@ -154,7 +154,7 @@ def _transient(exc: BaseException) -> bool:
 async def _register(
     kube: Kube,
     obj: dict[str, Any],
-    logger: logging.Logger,
+    logger: kopf.Logger,
     attempts: int = 30,
     wait: wait_base = REGISTER_WAIT,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -182,7 +182,7 @@ async def _register(
         raise kopf.PermanentError(f"cannot register {obj['kind']} {obj['metadata']['name']}: {exc}") from exc
 
 
-async def stop(memo: kopf.Memo, logger: logging.Logger) -> None:
+async def stop(memo: kopf.Memo, logger: kopf.Logger) -> None:
     """Unregister what :func:`start` registered: a stopped local operator leaves no webhook behind."""
     config: OperatorConfig = memo.config
     admission = getattr(memo, "admission", None)
@@ -251,12 +251,14 @@ async def _answer(
         raise kopf.AdmissionError(review.message(kind, meta["name"]), code=422)
 
 
-async def validate_cell(body: kopf.Body, old: kopf.Body | None, namespace: str | None, memo: kopf.Memo,
+# kopf passes ``old`` to admission handlers (None on CREATE), but its WebhookFn protocol does not name it:
+# the default lets these handlers match that protocol.
+async def validate_cell(body: kopf.Body, old: kopf.Body | None = None, *, namespace: str | None, memo: kopf.Memo,
                         warnings: list[str], **_: Any) -> None:  # fmt: skip
     await _answer(CELL_WEBHOOK, "Cell", _review_cell, body, old, namespace, memo, warnings)
 
 
-async def validate_rule(body: kopf.Body, old: kopf.Body | None, namespace: str | None, memo: kopf.Memo,
+async def validate_rule(body: kopf.Body, old: kopf.Body | None = None, *, namespace: str | None, memo: kopf.Memo,
                         warnings: list[str], **_: Any) -> None:  # fmt: skip
     await _answer(RULE_WEBHOOK, "RoutingRule", _review_rule, body, old, namespace, memo, warnings)
 
@@ -272,10 +274,18 @@ async def default_cell(body: kopf.Body, namespace: str | None, patch: kopf.Patch
     memo.metrics.observe_admission(CELL_DEFAULTS_WEBHOOK.handler_id, "allowed", time.monotonic() - started)
 
 
+class _Common(TypedDict):
+    """What all three admission handlers register with."""
+
+    ignore_failures: bool
+    side_effects: bool
+    persistent: bool
+
+
 def register() -> None:
     """Register the admission handlers with kopf; only when a webhook server is configured, because kopf
     refuses to start with admission handlers and no server."""
-    common = {"ignore_failures": True, "side_effects": False, "persistent": False}
+    common = _Common(ignore_failures=True, side_effects=False, persistent=False)
     kopf.on.validate(GROUP, VERSION, CELLS, id=CELL_WEBHOOK.handler_id, operations=["CREATE", "UPDATE"], **common)(
         validate_cell
     )

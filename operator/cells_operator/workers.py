@@ -153,4 +153,10 @@ class NamespaceWorkers:
         # A reconcile may still be running in its thread (cancelling the task does not stop it): wait for
         # it, so that no write happens after stop() -- the Lease is released right after.
         for lock in list(self._locks.values()):
-            await asyncio.to_thread(lambda lock=lock: lock.acquire() and lock.release())
+            await asyncio.to_thread(_wait_for, lock)
+
+
+def _wait_for(lock: threading.Lock) -> None:
+    """Block until whoever holds ``lock`` releases it."""
+    with lock:
+        pass
