@@ -249,13 +249,13 @@ def find_assets(build: bool = True, log: Log = _stderr) -> Assets:
         apiserver = folder / "kube-apiserver"
         if not _executable(apiserver):
             raise AssetError(f"KUBEBUILDER_ASSETS={kb} holds no executable kube-apiserver")
-        kcm = folder / "kube-controller-manager"
-        if not _executable(kcm):
+        found = folder / "kube-controller-manager"
+        kcm = found if _executable(found) else None
+        if kcm is None:
             log(
                 "KUBEBUILDER_ASSETS has no kube-controller-manager: garbage collection and namespace "
                 "deletion will not run"
             )
-            kcm = None
         etcd = find_etcd(log, install=build, version=version)
         kubectl = find_kubectl(log, install=build, version=version)
         return Assets(etcd, apiserver, kubectl, kcm, f"KUBEBUILDER_ASSETS={kb}")
