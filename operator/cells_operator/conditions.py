@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -28,7 +29,7 @@ class Condition:
     reason: str
     message: str
 
-    def as_dict(self, observed_generation: int, transition: str) -> dict:
+    def as_dict(self, observed_generation: int, transition: str) -> dict[str, Any]:
         return {
             "type": self.type,
             "status": "True" if self.status else "False",
@@ -67,8 +68,8 @@ def reconciling(reason: str, message: str) -> list[Condition]:
 
 
 def merge_conditions(
-    previous: Sequence[Mapping] | None, desired: Sequence[Condition], generation: int, now: str | None = None
-) -> list[dict]:
+    previous: Sequence[Mapping[str, Any]] | None, desired: Sequence[Condition], generation: int, now: str | None = None
+) -> list[dict[str, Any]]:
     """Desired conditions as dicts, keeping each ``lastTransitionTime`` unless its status flipped."""
     before = {c.get("type"): c for c in previous or () if isinstance(c, Mapping)}
     stamp = now or now_rfc3339()
@@ -81,15 +82,16 @@ def merge_conditions(
     return out
 
 
-def condition(status: Mapping | None, type_: str) -> Mapping | None:
+def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
     """Find one condition in a ``status`` mapping."""
+    cond: Mapping[str, Any]  # each entry of status.conditions is an object (the CRDs' schema)
     for cond in (status or {}).get("conditions") or ():
         if cond.get("type") == type_:
             return cond
     return None
 
 
-def status_differs(current: Mapping | None, desired: Mapping) -> bool:
+def status_differs(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
     """Whether writing ``desired`` would change anything.
 
     ``desired`` comes from :func:`merge_conditions`, which keeps the ``lastTransitionTime`` of every
@@ -107,6 +109,7 @@ class Event:
     warning: bool = False
 
 
-def ready_reason(status: Mapping | None) -> str | None:
+def ready_reason(status: Mapping[str, Any] | None) -> str | None:
     """The reason of the Ready condition in ``status`` (None for an object never reported)."""
-    return (condition(status, READY) or {}).get("reason")
+    reason: str | None = (condition(status, READY) or {}).get("reason")
+    return reason

@@ -244,14 +244,17 @@ class Kube:
         self._count_write()
         try:
             if resource_version is None:
-                result = self.core.create_namespaced_config_map(namespace, body)
+                # The client validates a dict body into V1ConfigMap (pydantic validate_call); its annotation
+                # names the model only.
+                result = self.core.create_namespaced_config_map(namespace, body)  # type: ignore[arg-type]
             else:
-                result = self.core.replace_namespaced_config_map(name, namespace, body)
+                result = self.core.replace_namespaced_config_map(name, namespace, body)  # type: ignore[arg-type]
         except ApiException as exc:
             if exc.status in (409, 404):
                 raise Conflict(f"configmap {namespace}/{name} changed concurrently") from exc
             raise
-        return str(result.metadata.resource_version)  # type: ignore[union-attr]  # the server always sets it
+        written = result.metadata or kubernetes.client.V1ObjectMeta()  # the server always sets it
+        return str(written.resource_version)
 
     # ---------------------------------------------------------------- webhook configurations
     def apply_webhook_configuration(self, obj: dict[str, Any]) -> None:

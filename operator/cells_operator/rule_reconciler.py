@@ -107,9 +107,10 @@ def desired_status(verdict: RuleVerdict, generation: int, previous: dict | None)
     }
     old_hash = (previous or {}).get("contentHash")
     if (
-        old_hash is not None
+        previous is not None  # (old_hash is set only if it is)
+        and old_hash is not None
         and status["contentHash"] is not None
-        and all(previous.get(k) == v for k, v in status.items() if k != "contentHash")  # type: ignore[union-attr]
+        and all(previous.get(k) == v for k, v in status.items() if k != "contentHash")
     ):
         status["contentHash"] = old_hash
     return status
