@@ -24,12 +24,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cells_formats.records import Topology
+from cells_formats.router_format import Dialect
 
 from .cell import GROUP, VERSION, Problem
 from .cell import PLURAL as CELLS
 from .config import FINALIZER
 from .rule import PLURAL as RULES
-from .rule import TOPOLOGY_DEPENDENT, Dialect, parse_rule_spec, render_rule
+from .rule import TOPOLOGY_DEPENDENT, parse_rule_spec, render_rule
 from .topology import CellObject, plan_topology
 
 # Sorts after every RFC 3339 creationTimestamp: a Cell being created is the newest claimant of an id,

@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from cells_formats.records import TOPOLOGY_JSON, CellRecord, RecordsError, Topology, parse_topology_json, render_records
+from cells_formats.router_format import Dialect
 
 from . import cell_reconciler, rule_reconciler
 from . import conditions as cond
@@ -51,7 +52,7 @@ from .cell import KIND as CELL
 from .config import MANAGED_BY, MANAGED_BY_LABEL, OperatorConfig
 from .publish import merge_annotations
 from .rule import KIND as RULE
-from .rule import Dialect, parse_rule_spec, render_rule, spec_of_element
+from .rule import parse_rule_spec, render_rule, spec_of_element
 from .rulesets import INDEX_KEY, LiveRule, PublishedRules, RulesError, RulesPlan, parse_published, plan_rulesets
 from .topology import CellObject, Change, TopologyPlan, plan_topology
 

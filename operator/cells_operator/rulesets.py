@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cells_formats.records import Topology, content_hash
+from cells_formats.router_format import Dialect
 
 from .cell import Problem
-from .rule import Dialect, parse_rule_spec, render_rule
+from .rule import parse_rule_spec, render_rule
 
 INDEX_KEY = "cells-operator.index.json"
 RULESET_SUFFIX = ".json"
