@@ -16,7 +16,7 @@ from cells_operator.config import FINALIZER
 from tests.support.audit import audit_writes
 from tests.support.cells import cell_manifest, ready_condition, records, wait_ready, wait_reason
 from tests.support.kubectl import Kubectl, eventually
-from tests.support.operator import metric_value
+from tests.support.operator import metric_value, print_log_if_failed
 from tests.support.rules import SESSION
 from tests.support.rules import rule_manifest as rule
 from tests.support.webhook import BAD_PATTERN, WebhookOperator, wait_webhook_serving
@@ -52,9 +52,7 @@ def webhook_operator(control_plane, kubectl, namespace, tmp_path, request):
     proc.stop()
     for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
         kubectl("delete", kind, proc.configuration, "--ignore-not-found", check=False)
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        print("\n----- operator log (tail) -----\n" + proc.log_tail(80))
+    print_log_if_failed(proc, request)
 
 
 def test_cells_that_collide_are_refused_with_the_reason(kubectl, namespace, webhook_operator):

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tests.support.cells import cell_manifest, events_for, ready_condition, wait_ready, wait_reason
+from tests.support.cells import cell_manifest, events_for, ready_condition, touch, wait_ready, wait_reason
 from tests.support.kubectl import eventually
-from tests.support.operator import OperatorProcess
+from tests.support.operator import operator_running
 from tests.support.rules import CATCH_ALL, SESSION
 from tests.support.rules import rule_manifest as rule
 
@@ -74,20 +74,8 @@ def base_configmap(size: int) -> str:
 
 @pytest.fixture
 def operator_with_base(control_plane, tmp_path, request):
-    proc = OperatorProcess(
-        control_plane.kubeconfig, tmp_path / "operator.log", ["--standalone", "--base-config-configmap", BASE_NAME]
-    )
-    proc.start()
-    yield proc
-    proc.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        print("\n----- operator log (tail) -----\n" + proc.log_tail(80))
-
-
-def touch(kubectl, namespace: str, name: str, value: str) -> None:
-    """Any change to a Cell reconciles its namespace now (the base ConfigMap is not watched)."""
-    kubectl("annotate", "cell", name, "-n", namespace, f"test/touch={value}", "--overwrite")
+    args = ["--standalone", "--base-config-configmap", BASE_NAME]
+    yield from operator_running(control_plane.kubeconfig, tmp_path / "operator.log", args, request)
 
 
 def test_records_over_one_mib_stall_every_cell_and_the_last_published_records_stay(

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from tests.support.cells import cell_manifest, events_for, ready_condition, records, wait_ready, wait_reason
+from tests.support.cells import cell_manifest, events_for, ready_condition, records, touch, wait_ready, wait_reason
 from tests.support.kubectl import eventually
-from tests.support.operator import OperatorProcess
+from tests.support.operator import operator_running
 from tests.support.rules import rule_manifest as rule
 
 SIZE = 100_000_000_000
@@ -146,20 +146,8 @@ def base_configmap(text: str) -> dict:
 
 @pytest.fixture
 def operator_with_base(control_plane, tmp_path, request):
-    proc = OperatorProcess(
-        control_plane.kubeconfig, tmp_path / "operator.log", ["--standalone", "--base-config-configmap", "ts-base"]
-    )
-    proc.start()
-    yield proc
-    proc.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        print("\n----- operator log (tail) -----\n" + proc.log_tail(80))
-
-
-def touch(kubectl, namespace: str, name: str, value: str) -> None:
-    """Any change to a Cell reconciles its namespace now (a base ConfigMap is not watched)."""
-    kubectl("annotate", "cell", name, "-n", namespace, f"test/touch={value}", "--overwrite")
+    args = ["--standalone", "--base-config-configmap", "ts-base"]
+    yield from operator_running(control_plane.kubeconfig, tmp_path / "operator.log", args, request)
 
 
 def test_a_base_config_is_merged_and_a_bad_one_holds_the_last_published_file(kubectl, namespace, operator_with_base):

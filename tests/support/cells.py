@@ -56,3 +56,8 @@ def records(kubectl: Kubectl, namespace: str, name: str = "cells-topology") -> t
 def events_for(kubectl: Kubectl, namespace: str, name: str) -> list[dict]:
     items = kubectl.get("events", namespace=namespace)["items"]
     return [e for e in items if e["involvedObject"]["name"] == name]
+
+
+def touch(kubectl, namespace: str, name: str, value: str) -> None:
+    """Any change to a Cell reconciles its namespace now (a base ConfigMap is not watched)."""
+    kubectl("annotate", "cell", name, "-n", namespace, f"test/touch={value}", "--overwrite")

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cells_devtools.devcluster.cluster import free_port
 from tests.support.process import spawn_logged
@@ -85,3 +87,19 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+
+def print_log_if_failed(proc: OperatorProcess, request: Any, lines: int = 80) -> None:
+    """After a test (in a fixture's teardown): the operator's log tail in pytest's output if it failed."""
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print("\n----- operator log (tail) -----\n" + proc.log_tail(lines))
+
+
+def operator_running(kubeconfig: Any, log: Any, args: list[str], request: Any) -> Iterator[OperatorProcess]:
+    """A fixture's body (``yield from``): an operator with ``args`` for one test, its log shown on failure."""
+    proc = OperatorProcess(kubeconfig, log, args)
+    proc.start()
+    yield proc
+    proc.stop()
+    print_log_if_failed(proc, request)
