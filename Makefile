@@ -83,9 +83,14 @@ soak: assets ## the fault tests SOAK_RUNS times (default 20), each on a fresh co
 soak-churn: assets ## 10 minutes of churn and API server restarts; operator RSS and fds sampled -> docs/benchmarks.md
 	$(PY) -m tests.bench.churn
 
-bench: assets ## benchmarks: the data plane (router vs direct), leader failover -> docs/benchmarks.md
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: assets $(VENV)/.bench-installed ## benchmarks: data plane, leader failover, operator scale -> docs/benchmarks.md
 	$(PY) -m tests.bench.dataplane
 	$(PY) -m tests.bench.failover
+	$(PY) -m tests.bench.scale
 
 demo: cluster ## control plane + CRDs + operator + samples, then show what happened
 	$(VENV)/bin/cells-dev demo --cluster-dir $(CLUSTER_DIR)
