@@ -25,6 +25,7 @@ through this module and Node.js and compares index, text and groups.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -186,3 +187,40 @@ class Deferred:
 def deferred(pattern):
     """``pattern`` itself if it runs on RE2 (or is absent), else a :class:`Deferred` standing in for it."""
     return pattern if pattern is None or is_linear(pattern) else Deferred(pattern)
+
+
+# What :func:`required_prefix` reads as itself: ASCII characters that are literals outside a class in an
+# ECMAScript pattern without flags, and the escapes of syntax characters (identity escapes, Annex B).
+_PREFIX_LITERALS = frozenset(string.ascii_letters + string.digits + "_-/:=,;@%&~!'\"<># ")
+_ESCAPED_LITERALS = frozenset("./-$^*+?()[]{}|\\")
+_QUANTIFIERS = frozenset("?*+{")
+
+
+def required_prefix(source: str) -> str:
+    """A literal that every string the ECMAScript pattern ``source`` matches starts with ("" if none is known).
+
+    The rule index (:mod:`cells_dataplane.rule_index`) skips a rule whose name or path pattern requires a
+    prefix that no name or path of the request has, so the answer may be shorter than the pattern's real
+    prefix, never longer or different. Read conservatively: only a pattern anchored by ``^`` (without flags,
+    ``^`` is the start of the input and nothing else), without any ``|`` (a top-level alternative would
+    escape the anchor; a ``|`` anywhere is refused rather than parsed), then a run of plain ASCII literals;
+    a quantifier after the run (``?*+{``) may repeat its last character zero times, so that one is dropped.
+    ASCII only, so the prefix is the same in code units (what the engines see) and in characters.
+    """
+    if not source.startswith("^") or "|" in source:
+        return ""
+    out: list[str] = []
+    i = 1
+    while i < len(source):
+        c = source[i]
+        if c in _PREFIX_LITERALS:
+            out.append(c)
+            i += 1
+        elif c == "\\" and i + 1 < len(source) and source[i + 1] in _ESCAPED_LITERALS:
+            out.append(source[i + 1])
+            i += 2
+        else:
+            break
+    if out and i < len(source) and source[i] in _QUANTIFIERS:
+        out.pop()
+    return "".join(out)

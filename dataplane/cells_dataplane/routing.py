@@ -22,6 +22,7 @@ from cells_formats.router_format import (
 )
 
 from .matching import LinearPattern, is_linear, linear
+from .rule_index import RuleIndex
 from .transforms import NotApplied, Phases, SpecProblem, parse_phases
 
 
@@ -135,28 +136,58 @@ def interpolate(template: str, groups: Mapping[str, str | None]) -> str:
 class Ruleset:
     rules: list[CompiledRule] = field(default_factory=list)
     source: bytes = b""  # the file it was loaded from: what an evaluation worker process loads again
+    _index: RuleIndex | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def linear(self) -> bool:
         """Whether deciding takes time linear in the request, whatever the request (every pattern on RE2)."""
         return all(r.linear for r in self.rules)
 
+    @property
+    def index(self) -> RuleIndex:
+        """The rules filed by the names and paths they need (built on first use, again if ``rules`` changed)."""
+        index = self._index
+        if index is None or not index.built_from(self.rules):
+            index = self._index = RuleIndex(self.rules)
+        return index
+
     def decide(self, request: RequestView) -> Decision | None:
-        """match -> transform -> validate -> classify, rule by rule; the first rule that applies decides."""
-        for index, compiled in enumerate(self.rules):
-            groups = compiled.groups(request)
-            if groups is None:
-                continue
-            applies, value = compiled.applies(groups)
-            if not applies:
-                continue
-            rule = compiled.rule
-            if rule.action == "proxy":
-                # No proxy section: the router's default upstream (address None here).
-                return Decision(index, "proxy", address=rule.proxy.address if rule.proxy else None)
-            assert rule.classify is not None
-            return Decision(index, "classify", rule.classify.type, value)
+        """match -> transform -> validate -> classify; the first rule that applies decides.
+
+        Only the rules the index names as candidates are tried, in ruleset order: every rule it leaves out
+        would have answered "no match" without running a pattern (:mod:`cells_dataplane.rule_index`), so
+        the answer -- and whether a deferred pattern raises -- is that of :meth:`decide_linear_scan`.
+        """
+        rules = self.rules
+        for index in self.index.candidates(request):
+            decision = _decision(index, rules[index], request)
+            if decision is not None:
+                return decision
         return None
+
+    def decide_linear_scan(self, request: RequestView) -> Decision | None:
+        """The same decision, trying every rule in turn: the reference the indexed :meth:`decide` is held to."""
+        for index, compiled in enumerate(self.rules):
+            decision = _decision(index, compiled, request)
+            if decision is not None:
+                return decision
+        return None
+
+
+def _decision(index: int, compiled: CompiledRule, request: RequestView) -> Decision | None:
+    """The rule's decision if it matches ``request`` and applies, else None (the next rule is tried)."""
+    groups = compiled.groups(request)
+    if groups is None:
+        return None
+    applies, value = compiled.applies(groups)
+    if not applies:
+        return None
+    rule = compiled.rule
+    if rule.action == "proxy":
+        # No proxy section: the router's default upstream (address None here).
+        return Decision(index, "proxy", address=rule.proxy.address if rule.proxy else None)
+    assert rule.classify is not None
+    return Decision(index, "classify", rule.classify.type, value)
 
 
 def _bounded(pattern: str) -> EcmaPattern | LinearPattern:
