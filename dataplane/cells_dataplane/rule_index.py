@@ -21,14 +21,36 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cells_formats.ecmaregex import EcmaPattern
+from cells_formats.router_format import RouterRule
 
 from .matching import LinearPattern, required_prefix
 
-if TYPE_CHECKING:
-    from .routing import CompiledRule, RequestView
+
+class CompiledRule(Protocol):
+    """What the index reads of a :class:`cells_dataplane.routing.CompiledRule` (routing imports this module)."""
+
+    @property
+    def rule(self) -> RouterRule: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def name_re(self) -> object: ...
+    @property
+    def value_re(self) -> object: ...
+
+
+class RequestView(Protocol):
+    """What the index reads of a :class:`cells_dataplane.routing.RequestView`."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def cookies(self) -> tuple[tuple[str, str], ...]: ...
 
 
 @dataclass
