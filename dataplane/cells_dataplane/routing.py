@@ -4,7 +4,8 @@ Patterns are evaluated with ECMAScript semantics by :mod:`cells_formats.ecmarege
 the operator validates with -- so what the operator accepted behaves here as it does at the edge.
 Wherever RE2 can take a pattern's translation it evaluates it, in linear time, with the same answers
 (:mod:`cells_dataplane.matching`, ADR 0013); :attr:`Ruleset.linear` says whether every pattern of a
-ruleset is on RE2, and the router bounds the evaluation of the rest.
+ruleset is on RE2, and the router bounds the evaluation of the rest. Deciding tries only the rules a
+request could match, found by :mod:`cells_dataplane.rule_index`, in ruleset order: first match unchanged.
 """
 
 from __future__ import annotations
