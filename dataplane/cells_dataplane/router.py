@@ -46,6 +46,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from cells_formats.fields import address_problem
 
 from .classify_cache import ClassifyCache, ServiceAnswer, Unavailable
+from .fairness import CLIENT_QUEUE, ClientFairness, TooManyRequests
 from .filewatch import WatchedFile
 from .matching import NeedsBacktracking, deferred
 from .routing import (
@@ -132,6 +133,13 @@ class Metrics:
         self.budget_exceeded = Counter(
             "cells_router_match_budget_exceeded_total",
             "Requests whose rule evaluation passed its deadline (answered 503; the evaluation worker is replaced)",
+            registry=r,
+        )
+        self.client_refused = Counter(
+            "cells_router_client_refused_total",
+            "Requests answered 429: their client had --max-in-flight-per-client in flight and its queue was full "
+            "(queue_full) or the wait ran out (queue_wait)",
+            ["reason"],
             registry=r,
         )
 
@@ -297,6 +305,8 @@ class Router:
         trusted_proxies: tuple[str, ...] = (),
         max_body: int = MAX_BODY,
         header_timeout: float = HEADER_TIMEOUT,
+        max_in_flight_per_client: int = 0,
+        client_queue: int = CLIENT_QUEUE,
     ):
         if upstream_scheme not in SCHEMES:
             raise ValueError(f"upstream scheme must be one of {', '.join(SCHEMES)}, got {upstream_scheme!r}")
@@ -310,6 +320,10 @@ class Router:
         self.trusted_proxies = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         self.decider = BoundedDecider(match_deadline)
         self.metrics = Metrics()
+        refused = self.metrics.client_refused
+        self.fairness = ClientFairness(
+            max_in_flight_per_client, client_queue, self.trusted_proxies, on_refuse=lambda r: refused.labels(r).inc()
+        )
         self.topology_service = topology_service.rstrip("/")
         self.classify_timeout = aiohttp.ClientTimeout(total=classify_timeout)
         self.upstream_timeout = aiohttp.ClientTimeout(
@@ -374,7 +388,10 @@ class Router:
         if isinstance(protocol, HeaderDeadline):
             protocol.headers_done()
         try:
-            decision, response = await self._route(request)
+            async with self.fairness.turn(request.remote, request.headers):
+                decision, response = await self._route(request)
+        except TooManyRequests as exc:
+            decision, response = None, _error(429, str(exc))
         finally:
             if isinstance(protocol, HeaderDeadline) and protocol.transport is not None:
                 protocol.rearm()  # the next request on this connection gets the same deadline
@@ -783,6 +800,19 @@ def main(argv: list[str] | None = None) -> None:
         default=float(env.get("CELLS_ROUTER_HEADER_TIMEOUT", str(HEADER_TIMEOUT))),
         help="seconds a connection may take to send a request's headers, and may stay idle between requests",
     )
+    parser.add_argument(
+        "--max-in-flight-per-client",
+        type=int,
+        default=int(env.get("CELLS_ROUTER_MAX_IN_FLIGHT_PER_CLIENT", "0")),
+        help="requests one client (peer address, or the X-Forwarded-For address behind --trusted-proxies) may "
+        "have served at once; the next wait in its own queue (default 0: no bound)",
+    )
+    parser.add_argument(
+        "--client-queue",
+        type=int,
+        default=int(env.get("CELLS_ROUTER_CLIENT_QUEUE", str(CLIENT_QUEUE))),
+        help="requests one client may have waiting beyond --max-in-flight-per-client; more are answered 429",
+    )
     args = parser.parse_args(argv)
     try:
         trusted = tuple(n.strip() for n in args.trusted_proxies.split(",") if n.strip())
@@ -809,6 +839,8 @@ def main(argv: list[str] | None = None) -> None:
         trusted,
         args.max_body,
         args.header_timeout,
+        args.max_in_flight_per_client,
+        args.client_queue,
     )
     asyncio.run(serve(router, args.host, args.port, args.admin_port))
 
