@@ -168,7 +168,7 @@ class ClientFairness:
 class _Turn:
     """One request's turn: waits for a slot of its client on entry, hands it on at exit."""
 
-    __slots__ = ("fairness", "client")
+    __slots__ = ("client", "fairness")
 
     def __init__(self, fairness: ClientFairness, client: str) -> None:
         self.fairness = fairness

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import json
-import multiprocessing
 import os
 import platform
 import statistics
@@ -130,132 +128,6 @@ async def measure(url: str, headers: dict[str, str], sequential: int, concurrent
     }
 
 
-HOSTILE_COOKIE = "hostile=" + "a" * 64 + "!"
-
-
-def attack_rules(cell: str, fallback: bool) -> list[dict]:
-    """A hand-written ruleset (as an old operator could have published): a catastrophic cookie rule first."""
-    pattern = r"^(a|a)*\1$" if fallback else r"^(a+)+$"  # the backreference keeps it off RE2
-    return [
-        {
-            "match": {"type": "cookie", "regex_name": "^hostile$", "regex_value": pattern},
-            "action": "proxy",
-            "proxy": {"address": cell},
-        },
-        *session_rules(3),
-    ]
-
-
-def attacker(host: str, port: int, stop) -> None:
-    """Hostile traffic until ``stop`` is set: catastrophic inputs, 9 KiB cookies, slowloris connections."""
-
-    async def run() -> None:
-        async with aiohttp.ClientSession() as session:
-
-            async def hammer(headers: dict[str, str]) -> None:
-                while not stop.is_set():
-                    try:
-                        async with session.get(f"http://{host}:{port}/", headers=headers) as resp:
-                            await resp.read()
-                    except aiohttp.ClientError:
-                        pass
-
-            async def slowloris() -> None:
-                while not stop.is_set():
-                    try:
-                        _, writer = await asyncio.open_connection(host, port)
-                        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
-                        for _ in range(100):
-                            if stop.is_set():
-                                break
-                            writer.write(b"X")
-                            await writer.drain()
-                            await asyncio.sleep(0.5)
-                        writer.close()
-                    except OSError:
-                        await asyncio.sleep(0.1)
-
-            await asyncio.gather(
-                *(hammer({"Cookie": HOSTILE_COOKIE}) for _ in range(4)),
-                hammer({"Cookie": "big=" + "b" * 9 * 1024}),
-                *(slowloris() for _ in range(20)),
-            )
-
-    asyncio.run(run())
-
-
-async def normal_client(
-    url: str, headers: dict[str, str], requests: int, min_seconds: float = 0.0, warmup: int = 50
-) -> dict:
-    """Sequential requests: ``requests`` of them, and more until ``min_seconds`` have passed."""
-    latencies, errors, kinds = [], 0, collections.Counter()
-    async with aiohttp.ClientSession() as session:
-        for _ in range(warmup):
-            async with session.get(url, headers=headers) as resp:
-                await resp.read()
-        began = time.perf_counter()
-        while len(latencies) < requests or time.perf_counter() - began < min_seconds:
-            started = time.perf_counter()
-            try:
-                async with session.get(url, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        errors += 1
-                        kinds[f"{resp.status} {resp.headers.get('X-Cells-Router-Error', '')}".strip()] += 1
-            except aiohttp.ClientError as exc:
-                errors += 1  # e.g. the connection dropped: an error for the normal client all the same
-                kinds[type(exc).__name__] += 1
-            latencies.append(time.perf_counter() - started)
-    latencies.sort()
-    return {
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "errors": errors,
-        "error_kinds": dict(kinds),
-        "requests": len(latencies),
-        "seconds": time.perf_counter() - began,
-    }
-
-
-def under_attack(echo_port: int, ts_port: int, tmp: Path, requests: int) -> list[tuple[str, dict, dict]]:
-    rows = []
-    scenarios = (
-        (False, "_gitlab_session=cell-2-abcdef", "RE2 (catastrophic pattern)"),
-        (True, "_gitlab_session=cell-2-abcdef", "off RE2, normal requests decided on the event loop"),
-        (True, "hostile=aaaa", "off RE2, normal requests need an evaluation worker"),
-    )
-    for fallback, cookie, label in scenarios:
-        router_port, admin_port = free_port(), free_port()
-        rules = tmp / f"attack-{len(rows)}.json"
-        rules.write_text(json.dumps(attack_rules(f"127.0.0.1:{echo_port}", fallback)))
-        router = spawn_logged(
-            router_argv(rules, f"http://127.0.0.1:{ts_port}", router_port, admin_port, cache_ttl=3600),
-            tmp / f"router-attack-{len(rows)}.log",
-        )
-        try:
-            wait(f"http://127.0.0.1:{admin_port}/readyz")
-            url, headers = f"http://127.0.0.1:{router_port}/bench", {"Cookie": cookie}
-            # Normal requests that queue for a worker behind hostile ones are slow: fewer of them.
-            count = requests if cookie.startswith("_gitlab") else max(50, requests // 10)
-            calm = asyncio.run(normal_client(url, headers, count))
-            stop = multiprocessing.Event()
-            hostile = multiprocessing.Process(target=attacker, args=("127.0.0.1", router_port, stop))
-            hostile.start()
-            time.sleep(1.0)  # let the attack reach full strength
-            # At least 15 s under attack: past --header-timeout, so slowloris connections are also being cut.
-            attacked = asyncio.run(normal_client(url, headers, count, min_seconds=15.0, warmup=5))
-            stop.set()
-            hostile.join(30)
-            if hostile.is_alive():
-                hostile.kill()
-        finally:
-            router.terminate()
-            router.wait(10)
-        print(label, "calm:", calm, "under attack:", attacked, flush=True)
-        rows.append((label, calm, attacked))
-    return rows
-
-
 def replace_section(path: Path, name: str, body: str) -> None:
     """Rewrite one generated section of docs/benchmarks.md, keeping the hand-written text around it."""
     begin, end = f"<!-- {name}:begin (generated by make bench) -->", f"<!-- {name}:end -->"
@@ -309,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         wait(f"http://127.0.0.1:{echo_port}/")
         wait(f"http://127.0.0.1:{ts_port}/readyz")
         wait(f"http://127.0.0.1:{admin_port}/readyz")
-        attacked = under_attack(echo_port, ts_port, tmp, args.attack_requests)
-        write_attack(args.output, attacked)
+        from tests.bench.attack import under_attack, write_attack  # its own module (issue 17)
+
+        write_attack(args.output, under_attack(echo_port, ts_port, tmp, args.attack_requests))
         if args.only_attack:
             return 0
         headers = {"Cookie": "_gitlab_session=cell-2-abcdef"}
@@ -362,50 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     replace_section(args.output, "dataplane", "\n".join(doc))
     print(f"written to {args.output}")
     return 0
-
-
-def _errors(result: dict) -> str:
-    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(result["error_kinds"].items()))
-    return f"{result['errors']} ({kinds})" if kinds else str(result["errors"])
-
-
-def write_attack(output: Path, rows: list[tuple[str, dict, dict]]) -> None:
-    lines = [
-        "| ruleset evaluated on | normal p50 (ms) | normal p99 (ms) | errors | under attack p50 (ms) "
-        "| under attack p99 (ms) | errors | p99 ratio | requests under attack |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    verdicts = []
-    for label, calm, hit in rows:
-        ratio = hit["p99_ms"] / calm["p99_ms"]
-        lines.append(
-            f"| {label} | {calm['p50_ms']:.2f} | {calm['p99_ms']:.2f} | {calm['errors']} | {hit['p50_ms']:.2f} "
-            f"| {hit['p99_ms']:.2f} | {_errors(hit)} | {ratio:.2f}x | {hit['requests']} in {hit['seconds']:.0f} s |"
-        )
-        ok = ratio <= 2.0 and hit["errors"] == 0
-        verdicts.append(f"{label}: {'met' if ok else 'MISSED'} ({ratio:.2f}x, {hit['errors']} errors)")
-    table = "\n".join(lines)
-    print(table)
-    doc = [
-        "## Data plane under attack (latest run of `make bench`)",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine()}. One router process; a normal client sends sequential "
-        "session-cookie requests (warm classification cache) while another process attacks the same router: 4 "
-        "connections looping on a cookie crafted for the catastrophic first rule (`^(a+)+$`, or `^(a|a)*\\1$` "
-        "off RE2; 64 `a`s and `!`), 1 looping on a 9 KiB cookie (431), and 20 slowloris connections dribbling "
-        "header bytes (cut at `--header-timeout`). Everything shares the machine's 2 cores, attacker included. "
-        "Baseline and attack come from the same run, one after the other, on the same router process; the "
-        "attacked phase lasts at least 15 s (past `--header-timeout`, so slowloris connections are being cut "
-        "too). Off RE2, "
-        "the normal client either sends only the session cookie (no backtracking pattern has to see it: decided "
-        "on the event loop) or a `hostile=aaaa` cookie that the backtracking pattern must match (so it waits for "
-        "one of the two evaluation workers, which the attacker keeps busy until each of its matches is killed).",
-        "",
-        table,
-        "",
-        "Goal: the normal client's p99 at most 2x its unattacked p99, no errors: " + "; ".join(verdicts) + ".",
-    ]
-    replace_section(output, "dataplane-attack", "\n".join(doc))
 
 
 if __name__ == "__main__":
