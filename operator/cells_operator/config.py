@@ -27,8 +27,12 @@ class OperatorConfig:
     # Quiet period after an event before a namespace is reconciled: a burst of creates becomes one
     # records write instead of one per object.
     debounce_seconds: float = 0.5
-    # ... but a continuous stream of events is reconciled at least this often.
-    debounce_max_seconds: float = 10.0
+    # ... but a continuous stream of events is reconciled at least this often: a long burst (a GitOps
+    # sync of 1,000 rules) is published and reported while it arrives, not in a batch after it.
+    debounce_max_seconds: float = 2.0
+    # A pass during a burst holds back the first status of new rules in a ruleset without a catch-all
+    # (ADR 0015), for at most this long after the burst began; then they are written as they are.
+    incomplete_defer_seconds: float = 30.0
     # Level-based safety net (controller-runtime's SyncPeriod): every namespace seen is reconciled again
     # this often, and the API server ends each watch request after this long (kopf resumes it).
     resync_seconds: int = 300
@@ -73,6 +77,7 @@ class OperatorConfig:
             base_config_configmap=env.get("CELLS_BASE_CONFIGMAP", cls.base_config_configmap),
             debounce_seconds=float(env.get("CELLS_DEBOUNCE_SECONDS", cls.debounce_seconds)),
             debounce_max_seconds=float(env.get("CELLS_DEBOUNCE_MAX_SECONDS", cls.debounce_max_seconds)),
+            incomplete_defer_seconds=float(env.get("CELLS_INCOMPLETE_DEFER_SECONDS", cls.incomplete_defer_seconds)),
             resync_seconds=int(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),
             metrics_port=int(env.get("CELLS_METRICS_PORT", cls.metrics_port)),
             report_concurrency=int(env.get("CELLS_REPORT_CONCURRENCY", cls.report_concurrency)),

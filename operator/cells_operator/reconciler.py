@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from .cell import PLURAL as CELLS
 from .cell_reconciler import CellReconciler, CellsResult
@@ -20,12 +21,27 @@ CONTROLLER = "namespace"
 
 
 class NamespaceReconciler:
-    def __init__(self, kube: Kube, config: OperatorConfig, metrics: OperatorMetrics | None = None):
+    def __init__(
+        self,
+        kube: Kube,
+        config: OperatorConfig,
+        metrics: OperatorMetrics | None = None,
+        burst_age: Callable[[str], float | None] = lambda namespace: None,
+    ):
         self.kube = kube
         self.config = config
         self.metrics = metrics or OperatorMetrics()
         self.cells = CellReconciler(kube, config)
         self.rules = RuleReconciler(kube, config)
+        # How long the namespace's events have been arriving without a quiet moment, when this pass was
+        # forced by the bound while they still arrive (``NamespaceWorkers.burst_age``); None otherwise.
+        self.burst_age = burst_age
+
+    def in_burst(self, namespace: str) -> bool:
+        """This pass runs in a burst that has not yet lasted ``incomplete_defer_seconds``: it may hold back
+        statuses the rest of the burst would change (ADR 0015)."""
+        age = self.burst_age(namespace)
+        return age is not None and age < self.config.incomplete_defer_seconds
 
     def __call__(self, namespace: str) -> bool:
         """Reconcile ``namespace``; False when it holds no Cells or RoutingRules (its loop may stop)."""
@@ -62,7 +78,14 @@ class NamespaceReconciler:
                 result.bytes,
                 result.conflicts,
             )
-        rules_result = self.rules.reconcile(namespace, rules, result.records)
+        rules_result = self.rules.reconcile(namespace, rules, result.records, self.in_burst(namespace))
+        if rules_result.deferred:
+            log.info(
+                "%s: %d new rule(s) in rulesets without a catch-all are reported after the burst",
+                namespace,
+                rules_result.deferred,
+                extra={"namespace": namespace},
+            )
         self._observe_rules(namespace, rules_result)
         if rules_result.written:
             log.info(

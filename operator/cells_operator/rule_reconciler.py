@@ -44,6 +44,8 @@ class RulesResult:
     conflicts: int = 0
     bytes: int = 0
     stale_hash_keys: list[str] = field(default_factory=list)
+    # statuses held back in a pass during a burst (:func:`deferred`)
+    deferred: int = 0
 
 
 def rule_object(obj: dict[str, Any]) -> RuleObject:
@@ -166,11 +168,34 @@ def report(
     return status, rule_events(verdict, previous)
 
 
-def plan_report(obj: dict[str, Any], verdict: RuleVerdict) -> list[Action]:
+def deferred(obj: dict[str, Any], verdict: RuleVerdict) -> bool:
+    """Whether a pass in the middle of a burst holds back this rule's status (ADR 0015): the *first*
+    status of a new rule, published in a ruleset that has no final catch-all yet.
+
+    Its ``RulesetComplete=False`` would be true now and false as soon as the burst brings the catch-all
+    -- which an apply sorted by name or priority brings last -- so writing it costs a second write for
+    every rule of the ruleset. Held back, it is written once, by the pass after the burst (or when the
+    burst outlasts ``incomplete_defer_seconds``). Only a rule without any status is held: a rule that
+    reports something keeps having its changes written at once (a lost catch-all, a new generation), and a
+    rule with a problem is never held."""
+    previous = obj.get("status") or {}
+    return (
+        verdict.live is not None
+        and verdict.problem is None
+        and not verdict.catch_all
+        and previous.get("observedGeneration") is None
+        and not previous.get("conditions")
+    )
+
+
+def plan_report(obj: dict[str, Any], verdict: RuleVerdict, in_burst: bool = False) -> list[Action]:
     """What to write on one RoutingRule after the router ConfigMap was published: its status when it
-    changed, and the Events of its transitions. RoutingRules carry no finalizer: the published router
-    ConfigMap is rebuilt from the rules that exist, so a deleted rule needs no clean-up of its own."""
+    changed, and the Events of its transitions; nothing for a status :func:`deferred` in a burst
+    (``in_burst``). RoutingRules carry no finalizer: the published router ConfigMap is rebuilt from the
+    rules that exist, so a deleted rule needs no clean-up of its own."""
     assert verdict.live is None or verdict.ruleset is not None
+    if in_burst and deferred(obj, verdict):
+        return []
     status, events = report(verdict, obj["metadata"].get("generation", 1), obj.get("status") or {})
     if status is None:
         return []
@@ -226,7 +251,11 @@ class RuleReconciler:
             raise RouterConfigTooLarge(f"router ConfigMap {namespace}/{name} not published: {out.too_large}")
         return RulesResult(out.plan, out.written, out.conflicts, out.bytes)
 
-    def reconcile(self, namespace: str, rule_objs: list[dict], topology: Topology) -> RulesResult:
+    def reconcile(
+        self, namespace: str, rule_objs: list[dict], topology: Topology, in_burst: bool = False
+    ) -> RulesResult:
+        """Publish, then report; ``in_burst``: this pass runs while a burst of events still arrives, and
+        holds back the statuses :func:`deferred` says the rest of the burst would change."""
         live_objs = live_rules(rule_objs)
         if not live_objs and self.kube.read_configmap(namespace, self.config.router_configmap).resource_version is None:
             return RulesResult(RulesPlan({}, {}, {}))  # no rules and nothing published: create nothing
@@ -244,6 +273,10 @@ class RuleReconciler:
                 ", ".join(held[:10]) + (", ..." if len(held) > 10 else ""),
                 extra={"namespace": namespace},
             )
-        plans = [plan_report(obj, result.plan.verdicts[obj["metadata"]["name"]]) for obj in live_objs]
+        plans = [plan_report(obj, result.plan.verdicts[obj["metadata"]["name"]], in_burst) for obj in live_objs]
+        if in_burst:
+            result.deferred = sum(
+                1 for obj in live_objs if deferred(obj, result.plan.verdicts[obj["metadata"]["name"]])
+            )
         execute_each(self.kube, plans, self.config.report_concurrency)
         return result

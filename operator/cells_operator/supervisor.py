@@ -365,8 +365,9 @@ async def serve(config: OperatorConfig, liveness: str | None = None) -> int:
         kube.fence = elector.may_write
         gate = elector.leading.wait
     supervisor_ref: list[Supervisor] = []
+    reconciler = NamespaceReconciler(kube, config, metrics)
     workers = NamespaceWorkers(
-        NamespaceReconciler(kube, config, metrics),
+        reconciler,
         debounce=config.debounce_seconds,
         max_delay=config.debounce_max_seconds,
         gate=gate,
@@ -374,6 +375,7 @@ async def serve(config: OperatorConfig, liveness: str | None = None) -> int:
         on_success=lambda: supervisor_ref[0].api_ok(),
         expected=lambda exc: error_code(exc) in OUTAGE_CODES,
     )
+    reconciler.burst_age = workers.burst_age
     supervisor = Supervisor(config, kube, metrics, health, workers, elector)
     supervisor_ref.append(supervisor)
     retry_log = KopfRetryLog(supervisor.api_error, lambda: logging.getLogger().isEnabledFor(logging.DEBUG))

@@ -36,7 +36,7 @@ class NamespaceWorkers:
         reconcile: Callable[[str], bool],
         debounce: float = 0.3,
         max_backoff: float = 30.0,
-        max_delay: float = 10.0,
+        max_delay: float = 2.0,
         gate: Callable[[], Awaitable[object]] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         on_success: Callable[[], None] | None = None,
@@ -64,6 +64,10 @@ class NamespaceWorkers:
         self._dirty: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, threading.Lock] = {}
+        # Per namespace: when its current burst began (the first event after a pass that started in a
+        # quiet moment), and -- while a pass forced by the bound runs -- how long the burst has lasted.
+        self._burst_began: dict[str, float] = {}
+        self._burst_age: dict[str, float] = {}
 
     @property
     def namespaces(self) -> list[str]:
@@ -71,6 +75,13 @@ class NamespaceWorkers:
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def burst_age(self, namespace: str) -> float | None:
+        """How long events have been arriving for ``namespace`` without a quiet moment, when its running
+        pass was started by the bound (``max_delay``) while they still arrived; None when that pass began
+        after ``debounce`` seconds without events (the burst, if any, is over). Read by the reconcile
+        running in a thread: it may hold back what a burst still in progress is about to change."""
+        return self._burst_age.get(namespace)
 
     def trigger(self, namespace: str) -> None:
         """Mark ``namespace`` for reconciliation; starts its loop on first use. Call from the event loop."""
@@ -96,18 +107,29 @@ class NamespaceWorkers:
         failures = 0
         while True:
             await dirty.wait()
-            await self._quiet(dirty)
+            began = self._burst_began.setdefault(namespace, self._now())
+            if await self._quiet(dirty):
+                self._burst_age[namespace] = self._now() - began
+            else:
+                self._burst_age.pop(namespace, None)
+                self._burst_began.pop(namespace, None)
             if self._gate is not None:
                 await self._gate()
             try:
                 active = await self._offload(self._locked_reconcile, namespace)
                 failures = 0
                 self._on_success()
+                if namespace in self._burst_age:
+                    # A pass in a burst may hold back statuses (ADR 0015): another pass follows, once
+                    # quiet, even if the burst's last event came before this pass began.
+                    dirty.set()
                 if not active and not dirty.is_set():
                     # Nothing of ours left here (e.g. the namespace was deleted): end its loop.
                     # The next watch event starts a new one.
                     if self._tasks.get(namespace) is asyncio.current_task():
                         del self._tasks[namespace], self._dirty[namespace]
+                        self._burst_began.pop(namespace, None)
+                        self._burst_age.pop(namespace, None)
                     return
             except asyncio.CancelledError:
                 raise
@@ -126,20 +148,24 @@ class NamespaceWorkers:
                 await self._sleep(wait)
                 dirty.set()
 
-    async def _quiet(self, dirty: asyncio.Event) -> None:
-        """Wait until no event came for ``debounce`` seconds, but never longer than ``max_delay``.
+    async def _quiet(self, dirty: asyncio.Event) -> bool:
+        """Wait until no event came for ``debounce`` seconds, but never longer than ``max_delay``; True
+        when the bound ended the wait while events still arrived (a burst in progress).
 
-        A ``kubectl apply`` of 1,000 objects is a stream of events lasting seconds; every pass in the
-        middle of it re-plans the whole namespace and may write the router ConfigMap again (a status is
-        written only when its content changed, ADR 0015). Waiting for the stream to end makes it one pass;
-        the bound keeps a steady trickle of changes from postponing work forever."""
+        A ``kubectl apply`` of 1,000 objects is a stream of events lasting seconds. The quiet period
+        coalesces what arrives together into one pass; the bound (2 s by default, ADR 0004) makes the
+        operator keep pace with a long burst: a pass every ``max_delay`` publishes what has arrived so far
+        and writes the outcomes already known, instead of all of them in one batch after the burst. A
+        pass in a burst writes no status that the burst's rest is likely to change (ADR 0015)."""
         deadline = self._now() + self._max_delay
         while True:
             dirty.clear()
             await self._sleep(min(self._debounce, max(0.0, deadline - self._now())))
-            if not dirty.is_set() or self._now() >= deadline:
-                break
-        dirty.clear()
+            if not dirty.is_set():
+                return False
+            if self._now() >= deadline:
+                dirty.clear()
+                return True
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -150,6 +176,8 @@ class NamespaceWorkers:
                 await task
         self._tasks.clear()
         self._dirty.clear()
+        self._burst_began.clear()
+        self._burst_age.clear()
         # A reconcile may still be running in its thread (cancelling the task does not stop it): wait for
         # it, so that no write happens after stop() -- the Lease is released right after.
         for lock in list(self._locks.values()):
