@@ -8,6 +8,7 @@ import pytest
 from cells_formats.fields import CellState, SequenceRange
 from cells_formats.records import CellRecord, Topology
 from cells_operator import cell_reconciler, rule_reconciler
+from cells_operator.actions import WriteStatus
 from cells_operator.cell import Problem
 from cells_operator.rulesets import LiveRule, PublishedRules, RuleObject, RuleVerdict, parse_published, plan_rulesets
 from cells_operator.topology import CellVerdict
@@ -185,6 +186,50 @@ def test_rules_published_before_their_catch_all_arrives_are_written_twice():
     rules = burst(30, catch_all_first=False)
     writes = passes([rules[:10], rules[:20], rules])
     assert writes == {obj.name: (2 if i < 20 else 1) for i, obj in enumerate(rules)}
+
+
+def passes_in_a_burst(bursts: list[list[RuleObject]], in_burst: list[bool]) -> dict[str, int]:
+    """As :func:`passes`, through ``plan_report``, each pass marked as running in a burst or not."""
+    writes: dict[str, int] = {}
+    statuses: dict[str, dict] = {}
+    published = PublishedRules()
+    for rules, bursting in zip(bursts, in_burst, strict=True):
+        plan = plan_rulesets(rules, TOPO, published)
+        published = parse_published(plan.data)
+        for obj in rules:
+            manifest = {"metadata": {"name": obj.name, "generation": 1}, "status": statuses.get(obj.name)}
+            for action in rule_reconciler.plan_report(manifest, plan.verdicts[obj.name], bursting):
+                if isinstance(action, WriteStatus):
+                    statuses[obj.name] = stored(action.status)
+                    writes[obj.name] = writes.get(obj.name, 0) + 1
+    return writes
+
+
+def test_a_burst_whose_catch_all_comes_last_writes_each_status_once_when_its_passes_hold_the_first_status():
+    # ADR 0015: passes during the burst publish the rules but hold their first status while the ruleset has
+    # no catch-all; the pass after the burst writes each once, RulesetComplete=True.
+    rules = burst(30, catch_all_first=False)
+    writes = passes_in_a_burst([rules[:10], rules[:20], rules], [True, True, False])
+    assert writes == {obj.name: 1 for obj in rules}
+
+
+def test_a_burst_into_a_complete_ruleset_is_reported_while_it_arrives():
+    rules = burst(30, catch_all_first=True)
+    writes = passes_in_a_burst([rules[:10], rules[:20], rules], [True, True, False])
+    assert writes == {obj.name: (3 if obj.name == "zz-catch-all" else 1) for obj in rules}
+    assert passes_in_a_burst([rules[:10]], [True]) == {obj.name: 1 for obj in rules[:10]}
+
+
+def test_a_burst_holds_only_the_first_status_of_a_published_rule_without_a_catch_all():
+    incomplete = verdict(catch_all=False)
+    assert rule_reconciler.deferred({"metadata": {"name": "r"}}, incomplete)
+    assert rule_reconciler.plan_report({"metadata": {"name": "r"}}, incomplete, in_burst=True) == []
+    assert rule_reconciler.plan_report({"metadata": {"name": "r"}}, incomplete, in_burst=False)  # after the burst
+    assert not rule_reconciler.deferred({"metadata": {"name": "r"}}, verdict())  # complete: written at once
+    problem = verdict(1, BAD, catch_all=False)  # its last valid version stays published
+    assert not rule_reconciler.deferred({"metadata": {"name": "r"}}, problem)  # a problem: written at once
+    reported = stored(rule_reconciler.report(verdict(), 1, None)[0])
+    assert not rule_reconciler.deferred({"metadata": {"name": "r"}, "status": reported}, incomplete)
 
 
 def cell_verdict(problem: Problem | None = None, record: CellRecord | None = CELL) -> CellVerdict:

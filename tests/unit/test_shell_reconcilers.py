@@ -22,7 +22,7 @@ from cells_operator.rulesets import RuleObject
 from tests.bench.configmap_limit import QUOTED_HELD_AT, typical_rules
 from tests.support.cells import cell_manifest, ready_condition
 from tests.support.fake_kube import MAX_CONFIGMAP_BYTES, FakeKube
-from tests.support.rules import CATCH_ALL, rule_manifest
+from tests.support.rules import CATCH_ALL, SESSION, rule_manifest
 
 NS = "ns"
 CONFIG = OperatorConfig(report_concurrency=1, conflict_retries=4)
@@ -406,3 +406,68 @@ def test_the_configured_dialect_is_what_the_reconciler_publishes():
         published[dialect] = json.loads(kube.configmaps[(NS, ROUTER)]["data"]["session_token.json"])
     assert [rule.get("id") for rule in published[Dialect.CURRENT]] == ["to-cell-1", "catch-all"]
     assert [rule.get("id") for rule in published[Dialect.V2024]] == [None, None]
+
+
+def in_burst(age: float | None):
+    """A NamespaceReconciler whose passes run ``age`` seconds into a burst (None: after a quiet period)."""
+    return lambda namespace: age
+
+
+def condition(kube: FakeKube, name: str, type_: str) -> str | None:
+    conds = (kube.get("routingrules", NS, name).get("status") or {}).get("conditions") or []
+    return next((c["status"] for c in conds if c["type"] == type_), None)
+
+
+def test_a_pass_in_a_burst_publishes_but_holds_the_first_status_of_rules_still_without_their_catch_all(kube):
+    """ADR 0015: their RulesetComplete=False would be rewritten as soon as the burst brings the catch-all."""
+    reconcile = NamespaceReconciler(kube, CONFIG, OperatorMetrics(), burst_age=in_burst(1.5))
+    add_cell(kube, "cell-1", 1, firstCell=True)
+    add_rule(kube, "r1", {**SESSION, "priority": 1})
+    add_rule(kube, "r2", {**SESSION, "priority": 2})
+    reconcile(NS)
+    requests = verbs(kube)
+    assert ("write_configmap", ROUTER) in requests  # routing keeps pace with the burst
+    assert json.loads(kube.configmaps[(NS, ROUTER)]["data"]["session_token.json"])  # both rules are routed
+    assert ("patch_status", "cells/cell-1") in requests  # a Cell's outcome is final: written at once
+    assert not [r for r in requests if r[1].startswith(("routingrules/", "r1:", "r2:"))]
+    add_rule(kube, "zz-catch-all", CATCH_ALL)
+    reconcile.burst_age = in_burst(None)  # the burst is over: the pass after it
+    reconcile(NS)
+    requests = verbs(kube)
+    assert sorted(r for r in requests if r[0] == "patch_status") == [
+        ("patch_status", f"routingrules/{n}") for n in ("r1", "r2", "zz-catch-all")
+    ]
+    assert not [r for r in requests if r[0] == "post_event"]  # no NoCatchAll Warning for a transient state
+    for name in ("r1", "r2", "zz-catch-all"):
+        assert reason(kube, "routingrules", name) == ("True", "Published")
+        assert condition(kube, name, "RulesetComplete") == "True"
+    reconcile(NS)
+    assert verbs(kube) == []
+
+
+def test_the_hold_ends_after_incomplete_defer_seconds_and_outside_a_burst(kube):
+    config = OperatorConfig(report_concurrency=1, incomplete_defer_seconds=30.0)
+    for age in (30.0, None):
+        kube = FakeKube()
+        add_cell(kube, "cell-1", 1, firstCell=True)
+        add_rule(kube, "r1", SESSION)
+        NamespaceReconciler(kube, config, OperatorMetrics(), burst_age=in_burst(age))(NS)
+        assert reason(kube, "routingrules", "r1") == ("True", "Published")
+        assert condition(kube, "r1", "RulesetComplete") == "False"  # the truth, once it is no longer transient
+        assert kube.events_for("r1") == [("Warning", "NoCatchAll")]
+
+
+def test_a_burst_holds_neither_a_problem_nor_a_change_of_a_rule_that_already_reports(kube):
+    reconcile = NamespaceReconciler(kube, CONFIG, OperatorMetrics())
+    add_cell(kube, "cell-1", 1, firstCell=True)
+    add_rule(kube, "r1", SESSION)
+    add_rule(kube, "zz-catch-all", CATCH_ALL)
+    reconcile(NS)
+    verbs(kube)
+    reconcile.burst_age = in_burst(1.0)
+    kube.delete("routingrules", NS, "zz-catch-all")
+    add_rule(kube, "broken", {**SESSION, "priority": 5, "action": "proxy"})  # proxy without a target
+    reconcile(NS)
+    assert condition(kube, "r1", "RulesetComplete") == "False"  # a rule that reports: written at once
+    assert kube.events_for("r1") == [("Warning", "NoCatchAll")]
+    assert reason(kube, "routingrules", "broken")[0] == "False"  # a problem is never held

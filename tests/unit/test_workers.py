@@ -242,3 +242,51 @@ def test_expected_failures_are_retried_quietly(caplog):
     run(scenario())
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(attempts) == 4 and len(errors) == 1 and "a bug" in errors[0].exc_text
+
+
+def test_a_pass_forced_by_the_bound_knows_its_burst_and_is_followed_by_a_quiet_pass():
+    """A pass in a burst may hold back statuses (ADR 0015): the reconcile learns that it runs in one, and
+    another pass follows once quiet -- even when the burst's last event came just before the forced pass,
+    so nothing held back waits for the next resync."""
+    calls: list[tuple[float, float | None]] = []
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        workers = NamespaceWorkers(
+            lambda ns: calls.append((loop.time(), workers.burst_age(ns))) or True,
+            debounce=0.05,
+            max_delay=0.2,
+            offload=inline,
+        )
+        while loop.time() < 0.195:  # an event every 10 ms, the last one at 0.19: the bound forces a pass
+            workers.trigger("busy")
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)  # then nothing at all
+        await workers.stop()
+
+    run(scenario())
+    assert [(round(t, 2), None if age is None else round(age, 2)) for t, age in calls] == [(0.2, 0.2), (0.25, None)]
+
+
+def test_the_burst_age_grows_over_the_forced_passes_and_a_new_burst_starts_from_zero():
+    ages: list[float | None] = []
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        workers = NamespaceWorkers(
+            lambda ns: ages.append(workers.burst_age(ns)) or True, debounce=0.05, max_delay=0.2, offload=inline
+        )
+        for _ in range(2):  # two bursts of 0.5 s, a quiet second between them
+            end = loop.time() + 0.5
+            while loop.time() < end:
+                workers.trigger("busy")
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)
+        await workers.stop()
+
+    run(scenario())
+    first, second = ages[: ages.index(None) + 1], ages[ages.index(None) + 1 :]
+    for burst in (first, second):
+        assert burst[-1] is None  # the pass after the burst
+        forced = burst[:-1]
+        assert forced and forced == sorted(forced) and round(forced[0], 2) == 0.2  # counted from its first event
