@@ -91,6 +91,7 @@ bench: assets $(VENV)/.bench-installed ## benchmarks: data plane, leader failove
 	$(PY) -m tests.bench.dataplane
 	$(PY) -m tests.bench.failover
 	$(PY) -m tests.bench.scale
+	$(PY) -m tests.bench.operator
 
 demo: cluster ## control plane + CRDs + operator + samples, then show what happened
 	$(VENV)/bin/cells-dev demo --cluster-dir $(CLUSTER_DIR)
