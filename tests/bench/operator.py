@@ -357,10 +357,14 @@ def main(argv: list[str] | None = None) -> int:
                     "writes": len(writes) / n,
                     "write_count": len(writes),
                     "unchanged": unchanged_writes(writes, observer.changes),
+                    # the operator's memory once this scenario converged (it serves every namespace so far)
+                    "rss": rss_mib((webhook_operator if hooks else operator).proc.pid),
                 }
             )
             print(rows[-1], flush=True)
-        memory = rss_mib(operator.proc.pid)
+        # Issue 7's target is for 1,000 rules and 110 Cells served: measured after the single-kind scenarios.
+        memory = next(r["rss"] for r in reversed(rows) if not r["webhooks"] and not r["kind"].startswith("mixed"))
+        memory_end = rss_mib(operator.proc.pid)
         webhook_memory = rss_mib(webhook_operator.proc.pid) if webhook_operator.running() else float("nan")
     finally:
         webhook_operator.stop()
@@ -405,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- convergence within 2x the floor at 1,000 rules: **{'met' if ratio <= 2 else 'MISSED'}** ({ratio:.2f}x)",
         f"- at most 3 API writes per created object on average: **{'met' if average <= 3 else 'MISSED'}** "
         f"({average:.2f} over all {objects_created} objects; worst scenario {max_writes:.2f})",
-        f"- operator memory under 150 MiB: **{'met' if memory < 150 else 'MISSED'}** ({memory:.0f} MiB RSS at the end; "
+        f"- operator memory under 150 MiB: **{'met' if memory < 150 else 'MISSED'}** ({memory:.0f} MiB RSS serving "
+        f"1,110 rules and 113 Cells; {memory_end:.0f} MiB at the end, serving 3,110 rules and 313 Cells; "
         f"{webhook_memory:.0f} MiB for the operator serving the webhooks)",
         f"- with the webhooks on, a Cell costs {cells_hooked['writes']:.2f} operator writes instead of "
         f"{cells_plain['writes']:.2f}: its finalizer arrives with the create (the floor is the same for both "
