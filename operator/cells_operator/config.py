@@ -39,8 +39,6 @@ class OperatorConfig:
     conflict_retries: int = 8
     # Parallel status/finalizer/Event requests when reporting on many objects at once.
     report_concurrency: int = 8
-    # ... in a pass during a burst of events (ADR 0015): the burst's creates keep their pace.
-    burst_report_concurrency: int = 8
     # Leader election on a coordination.k8s.io/v1 Lease (ADR 0009); client-go's default timings.
     leader_elect: bool = False
     lease_name: str = "cells-operator"
@@ -83,7 +81,6 @@ class OperatorConfig:
             resync_seconds=int(env.get("CELLS_RESYNC_SECONDS", cls.resync_seconds)),
             metrics_port=int(env.get("CELLS_METRICS_PORT", cls.metrics_port)),
             report_concurrency=int(env.get("CELLS_REPORT_CONCURRENCY", cls.report_concurrency)),
-            burst_report_concurrency=int(env.get("CELLS_BURST_REPORT_CONCURRENCY", cls.burst_report_concurrency)),
             leader_elect=_flag(env.get("CELLS_LEADER_ELECT", "")),
             lease_name=env.get("CELLS_LEASE_NAME", cls.lease_name),
             lease_namespace=env.get("CELLS_LEASE_NAMESPACE") or env.get("POD_NAMESPACE") or cls.lease_namespace,

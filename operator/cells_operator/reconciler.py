@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from .cell import PLURAL as CELLS
 from .cell_reconciler import CellReconciler, CellsResult
@@ -34,10 +33,6 @@ class NamespaceReconciler:
         self.metrics = metrics or OperatorMetrics()
         self.cells = CellReconciler(kube, config)
         self.rules = RuleReconciler(kube, config)
-        # A pass in a burst reports with fewer requests in flight: the burst's own creates are a serial
-        # stream of requests that waits for every one of ours it queues behind (docs/benchmarks.md).
-        gentle = replace(config, report_concurrency=config.burst_report_concurrency)
-        self._in_burst = (CellReconciler(kube, gentle), RuleReconciler(kube, gentle))
         # How long the namespace's events have been arriving without a quiet moment, when this pass was
         # forced by the bound while they still arrive (``NamespaceWorkers.burst_age``); None otherwise.
         self.burst_age = burst_age
@@ -69,9 +64,7 @@ class NamespaceReconciler:
     def _reconcile(self, namespace: str) -> bool:
         cell_objs = self.kube.list_objects(CELLS, namespace)
         rules = self.kube.list_objects(RULES, namespace)
-        in_burst = self.in_burst(namespace)
-        cells, rules_reconciler = self._in_burst if self.burst_age(namespace) is not None else (self.cells, self.rules)
-        result = cells.reconcile(namespace, cell_objs, rules)
+        result = self.cells.reconcile(namespace, cell_objs, rules)
         self._observe_cells(namespace, result)
         if result.error:
             raise RuntimeError(f"records of {namespace} not published: {result.error}")
@@ -85,7 +78,7 @@ class NamespaceReconciler:
                 result.bytes,
                 result.conflicts,
             )
-        rules_result = rules_reconciler.reconcile(namespace, rules, result.records, in_burst)
+        rules_result = self.rules.reconcile(namespace, rules, result.records, self.in_burst(namespace))
         if rules_result.deferred:
             log.info(
                 "%s: %d new rule(s) in rulesets without a catch-all are reported after the burst",
