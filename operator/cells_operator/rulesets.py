@@ -229,19 +229,26 @@ def changed_rulesets(
     return {rs for rs in set(by_set) | set(previous.texts) if data.get(rs + RULESET_SUFFIX) != previous.texts.get(rs)}
 
 
+def positions_of(by_set: Mapping[str, list[LiveRule]]) -> dict[str, dict[str, int]]:
+    """Each ruleset's rules by uid -> position: found once per pass, not searched for once per rule (a
+    search per rule made the plan O(N^2): 0.13 s of a 1,000-rule pass, seconds at 5,000)."""
+    return {ruleset: {r.uid: i for i, r in enumerate(ordered)} for ruleset, ordered in by_set.items()}
+
+
 def verdict(
     obj: RuleObject,
     choice: Choice,
     desired: Desired,
     by_set: Mapping[str, list[LiveRule]],
     hashes: Mapping[str, str],
+    positions: Mapping[str, Mapping[str, int]] | None = None,
 ) -> RuleVerdict:
     """Where one rule stands in what is published: its position, and whether its ruleset ends in a catch-all."""
     live, problem = choice
     if live is None:
         return RuleVerdict(name=obj.name, ruleset=desired.ruleset, live=None, problem=problem)
     ordered = by_set[live.ruleset]
-    position = next(i for i, r in enumerate(ordered) if r.uid == obj.uid)
+    position = (positions if positions is not None else positions_of(by_set))[live.ruleset][obj.uid]
     return RuleVerdict(
         name=obj.name,
         ruleset=live.ruleset,
@@ -274,5 +281,6 @@ def plan_rulesets(
         chosen = choose(rules, desired, previous, set(too_large), limit, dialect)
         data, by_set = _render_chosen(chosen)
     hashes = {rs: content_hash(data[rs + RULESET_SUFFIX]) for rs in by_set}
-    verdicts = {obj.name: verdict(obj, chosen[obj.uid], desired[obj.uid], by_set, hashes) for obj in rules}
+    positions = positions_of(by_set)
+    verdicts = {obj.name: verdict(obj, chosen[obj.uid], desired[obj.uid], by_set, hashes, positions) for obj in rules}
     return RulesPlan(data, hashes, verdicts, too_large, _size(data))
