@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- convergence within 2x the floor at 1,000 rules: **{'met' if ratio <= 2 else 'MISSED'}** ({ratio:.2f}x)",
         f"- at most 3 API writes per created object on average: **{'met' if average <= 3 else 'MISSED'}** "
         f"({average:.2f} over all {objects_created} objects; worst scenario {max_writes:.2f})",
-        f"- operator memory under 150 MiB: **{'met' if memory < 150 else 'MISSED'}** ({memory:.0f} MiB RSS serving "
+        f"- operator memory under 150 MiB: **{'met' if memory < 150 else 'MISSED'}** ({memory:.1f} MiB RSS serving "
         f"1,110 rules and 113 Cells; {memory_end:.0f} MiB at the end, serving 3,110 rules and 313 Cells; "
         f"{webhook_memory:.0f} MiB for the operator serving the webhooks)",
         f"- with the webhooks on, a Cell costs {cells_hooked['writes']:.2f} operator writes instead of "
