@@ -123,8 +123,12 @@ def test_compiling_rules_never_crashes_and_output_always_loads(first, second):
                 parse_ruleset(text)  # the router's format model accepts it
                 load_ruleset(text)  # and the router compiles every pattern
         parse_published(plan.data)
+        index = json.loads(plan.data.get("cells-operator.index.json", "{}"))
         for verdict in plan.verdicts.values():
             assert (verdict.live is None) == (verdict.position is None)
+            if verdict.live is not None:  # its position is where the published index has this rule
+                assert verdict.ruleset is not None and verdict.position is not None
+                assert index[verdict.ruleset][verdict.position]["uid"] == verdict.live.uid
     # a rule that stays invalid keeps exactly its previously published element
     for name, _ in second:
         v2 = plan2.verdicts[name]
