@@ -27,7 +27,7 @@ from pathlib import Path
 from cells_operator.config import OperatorConfig
 from tests.bench.controlplane import fresh_control_plane
 from tests.bench.dataplane import machine, replace_section
-from tests.bench.operator import converged, objects
+from tests.bench.operator import OPERATOR_UA, Observer, converged, objects
 from tests.support.audit import audit_writes
 from tests.support.kubectl import Kubectl
 from tests.support.operator import OperatorProcess
@@ -63,7 +63,7 @@ def apply_list(kubectl: Kubectl, namespace: str, items: list[dict]) -> None:
 
 def operator_writes(logdir: Path, namespace: str, kind: str) -> list[dict]:
     """The operator's writes for ``kind`` in ``namespace`` (a rules namespace's helper Cell excluded)."""
-    writes = [w for w in audit_writes(logdir, namespace) if not (w.get("userAgent") or "").startswith("kubectl")]
+    writes = [w for w in audit_writes(logdir, namespace) if (w.get("userAgent") or "").startswith(OPERATOR_UA)]
     if kind == "routingrules":
         writes = [
             w
@@ -95,15 +95,27 @@ def wait_converged(kubectl: Kubectl, namespace: str, kind: str, n: int) -> None:
         time.sleep(0.5)
 
 
+def wait_current(kubectl: Kubectl, namespace: str, kind: str, name: str) -> None:
+    """Until one object's status is Ready at its generation: a read of one object, not of the namespace
+    (a poll listing N objects would cost the API server what the measured passes need)."""
+    while True:
+        obj = kubectl.get(kind, name, namespace)
+        status = obj.get("status") or {}
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+        if ready and status.get("observedGeneration") == obj["metadata"]["generation"]:
+            return
+        time.sleep(0.2)
+
+
 def one_change_cost(
-    kubectl: Kubectl, operator: OperatorProcess, logdir: Path, namespace: str, kind: str, n: int
+    kubectl: Kubectl, operator: OperatorProcess, logdir: Path, namespace: str, kind: str
 ) -> tuple[float, float, int]:
     """Change one object; (seconds in reconcile passes, passes, operator writes) until converged and quiet."""
     before_writes = len(operator_writes(logdir, namespace, kind))
     seconds0, count0 = reconcile_totals(operator)
     name, patch = one_change(kind)
     kubectl.merge_patch(kind, name, namespace, patch)
-    wait_converged(kubectl, namespace, kind, n)
+    wait_current(kubectl, namespace, kind, name)
     quiet = OperatorConfig.debounce_seconds + 2.0  # any pass caused by the change's own writes has run
     time.sleep(quiet)
     seconds1, count1 = reconcile_totals(operator)
@@ -147,16 +159,22 @@ def measure(scenarios: list[Scenario]) -> tuple[list[dict], str]:
         time.sleep(2)
         for s in scenarios:
             namespaces, per = s.namespaces("scale"), s.n // s.parts
+            # Convergence seen by watches, as in tests/bench/operator.py (no polling list competing with the
+            # operator), then confirmed by one read per namespace.
+            observers = [Observer(cluster.kubeconfig, ns, s.kind, per).start() for ns in namespaces]
             started = time.perf_counter()
             for ns in namespaces:
                 apply_list(kubectl, ns, objects(s.kind, per))
             last_create = time.perf_counter()
-            for ns in namespaces:
+            for observer in observers:
+                observer.done.wait(timeout=900)
+            done = max(o.converged_at or time.perf_counter() for o in observers)
+            for observer, ns in zip(observers, namespaces, strict=True):
                 wait_converged(kubectl, ns, s.kind, per)
-            done = time.perf_counter()
+                observer.stop()
             writes = sum(len(operator_writes(cluster.logdir, ns, s.kind)) for ns in namespaces)
             change_seconds, passes, change_writes = one_change_cost(
-                kubectl, operator, cluster.logdir, namespaces[0], s.kind, per
+                kubectl, operator, cluster.logdir, namespaces[0], s.kind
             )
             rows.append(
                 {
