@@ -6,6 +6,7 @@ import json
 import tomllib
 from typing import Any
 
+from cells_formats.records import CellRecord, CellState, SequenceRange
 from tests.support.kubectl import Kubectl, eventually
 
 
@@ -18,6 +19,21 @@ def cell_manifest(name: str, id_: int, *, metadata: dict | None = None, **spec: 
         "metadata": {"name": name, **(metadata or {})},
         "spec": {"id": id_, "address": spec.pop("address", f"{name}.cells.svc:8080"), **spec},
     }
+
+
+def first_cell_record() -> CellRecord:
+    """The record of an active first cell ``cell-1`` (id 1, sequence range 10-19), as the unit tests of the
+    reconcilers' reports and decisions publish it."""
+    return CellRecord(
+        name="cell-1",
+        uid="uid-cell-1",
+        id=1,
+        address="cell-1:443",
+        session_prefix="cell-1",
+        state=CellState.ACTIVE,
+        first_cell=True,
+        sequence_ranges=(SequenceRange(minval=10, maxval=19),),
+    )
 
 
 def ready_condition(obj: dict) -> dict:

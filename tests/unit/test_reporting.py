@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from cells_formats.fields import CellState, SequenceRange
 from cells_formats.records import CellRecord, Topology
 from cells_operator import cell_reconciler, rule_reconciler
 from cells_operator.actions import WriteStatus
 from cells_operator.cell import Problem
 from cells_operator.rulesets import LiveRule, PublishedRules, RuleObject, RuleVerdict, parse_published, plan_rulesets
 from cells_operator.topology import CellVerdict
+from tests.support.cells import first_cell_record
 from tests.support.rules import CATCH_ALL, SESSION
 
-CELL = CellRecord(
-    name="cell-1",
-    uid="cell-1",
-    id=1,
-    address="cell-1:443",
-    session_prefix="cell-1",
-    state=CellState.ACTIVE,
-    first_cell=True,
-    sequence_ranges=(SequenceRange(minval=10, maxval=19),),
-)
+CELL = first_cell_record()
 TOPO = Topology(cells=(CELL,))
 
 

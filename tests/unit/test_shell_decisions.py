@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from cells_formats.fields import CellState, SequenceRange
-from cells_formats.records import CellRecord
 from cells_operator import cell_reconciler, rule_reconciler
 from cells_operator.actions import PostEvent, SetFinalizers, WriteStatus, execute
 from cells_operator.base_config import BASE_CONFIG_NOT_FOUND
@@ -18,19 +16,10 @@ from cells_operator.kube import OUTPUT_LABELS, ConfigMapState
 from cells_operator.publish import MAX_ANNOTATIONS_BYTES, MAX_DATA_BYTES, plan_write
 from cells_operator.rulesets import LiveRule, RuleVerdict
 from cells_operator.topology import CellObject, CellVerdict, Change
-from tests.support.cells import cell_manifest
+from tests.support.cells import cell_manifest, first_cell_record
 from tests.support.fake_kube import FakeKube, api_error
 
-RECORD = CellRecord(
-    name="cell-1",
-    uid="uid-cell-1",
-    id=1,
-    address="cell-1:443",
-    session_prefix="cell-1",
-    state=CellState.ACTIVE,
-    first_cell=True,
-    sequence_ranges=(SequenceRange(minval=10, maxval=19),),
-)
+RECORD = first_cell_record()
 OTHER = "example.com/other"
 
 
