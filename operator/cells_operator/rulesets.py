@@ -159,7 +159,12 @@ def desire(obj: RuleObject, topology: Topology, dialect: Dialect = Dialect.CURRE
 
 
 def choose_one(
-    desired: Desired, old: LiveRule | None, frozen: set[str], limit: int, dialect: Dialect | None = None
+    desired: Desired,
+    old: LiveRule | None,
+    frozen: set[str],
+    limit: int,
+    dialect: Dialect | None = None,
+    size: int | None = None,
 ) -> Choice:
     """The new element if valid, else the last valid one; a rule touching a ``frozen`` (too large) ruleset
     keeps what is published and says why. After a dialect switch, an old element in the other dialect is
@@ -167,9 +172,10 @@ def choose_one(
     new, problem = desired.live, desired.problem
     touches_frozen = (new is not None and new.ruleset in frozen) or (old is not None and old.ruleset in frozen)
     if touches_frozen and new != old:
+        would_be = f"would be {size:,} bytes, over" if size is not None else "would exceed"
         too_large = Problem(
             "RulesetTooLarge",
-            f"publishing this change would exceed the ConfigMap limit of {limit} bytes",
+            f"with this change the namespace's router ConfigMap {would_be} the operator's limit of {limit:,} bytes",
         )
         return old, problem or too_large
     if new is not None:
@@ -214,8 +220,12 @@ def choose(
     frozen: set[str],
     limit: int,
     dialect: Dialect | None = None,
+    size: int | None = None,
 ) -> dict[str, Choice]:
-    return {obj.uid: choose_one(desired[obj.uid], previous.live.get(obj.uid), frozen, limit, dialect) for obj in rules}
+    """Each rule's choice; ``size`` is what the ConfigMap would have been without ``frozen`` (for the message)."""
+    return {
+        obj.uid: choose_one(desired[obj.uid], previous.live.get(obj.uid), frozen, limit, dialect, size) for obj in rules
+    }
 
 
 def _render_chosen(chosen: Mapping[str, Choice]) -> tuple[dict[str, str], dict[str, list[LiveRule]]]:
@@ -276,9 +286,9 @@ def plan_rulesets(
     chosen = choose(rules, desired, previous, set(), limit, dialect)
     data, by_set = _render_chosen(chosen)
     too_large: list[str] = []
-    if _size(data) > limit:
+    if (size := _size(data)) > limit:
         too_large = sorted(changed_rulesets(data, by_set, previous))
-        chosen = choose(rules, desired, previous, set(too_large), limit, dialect)
+        chosen = choose(rules, desired, previous, set(too_large), limit, dialect, size)
         data, by_set = _render_chosen(chosen)
     hashes = {rs: content_hash(data[rs + RULESET_SUFFIX]) for rs in by_set}
     positions = positions_of(by_set)

@@ -139,7 +139,9 @@ def test_a_ruleset_over_the_limit_is_stalled_and_its_last_valid_version_stays_pu
     kubectl.apply(huge_rule(10, 95_000), namespace)
     obj = wait_reason(kubectl, "routingrule", "huge-10", namespace, "RulesetTooLarge", timeout=120)
     assert conditions(obj)["Ready"] == "False" and conditions(obj)["Stalled"] == "True"
-    assert "ConfigMap limit" in ready_condition(obj)["message"] and "not published" in ready_condition(obj)["message"]
+    message = ready_condition(obj)["message"]
+    assert "router ConfigMap would be 1,0" in message and "over the operator's limit of 1,000,000 bytes" in message
+    assert "not published" in message
     warned(kubectl, namespace, "huge-10", "RulesetTooLarge")
     assert kubectl.get("configmap", ROUTER, namespace)["data"] == published  # the last valid version, whole
     for other in fitting:  # unchanged rules stay published and Ready
