@@ -87,7 +87,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-bench: assets $(VENV)/.bench-installed ## benchmarks: data plane, leader failover, operator scale -> docs/benchmarks.md
+bench: assets $(VENV)/.bench-installed ## benchmarks: data plane (router vs nginx vs direct, Topology Service; nginx extracted from Debian once), leader failover, operator scale -> docs/benchmarks.md
 	$(PY) -m tests.bench.dataplane
 	$(PY) -m tests.bench.failover
 	$(PY) -m tests.bench.scale

@@ -1,7 +1,8 @@
 """A tiny cell: answers every request with JSON saying which cell it is and what it received.
 
 ``python -m cells_dataplane.echo --name cell-2 --port 18002`` (demos and tests). ``/stream?chunks=N`` streams N
-chunks with pauses (to prove the router does not buffer); ``/slow?seconds=S`` waits before answering.
+chunks with pauses (to prove the router does not buffer); ``/slow?seconds=S`` waits before answering;
+``/set-cookie?name=N&value=V`` answers with that ``Set-Cookie`` (to prove the router keeps no cookie jar).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def build(name: str) -> web.Application:
                 await asyncio.sleep(float(request.query.get("pause", "0.2")))
             await response.write_eof()
             return response
+        extra = {}
+        if request.path == "/set-cookie":
+            extra["Set-Cookie"] = f"{request.query.get('name', 'echo')}={request.query.get('value', '1')}; Path=/"
         if request.path == "/slow":
             await asyncio.sleep(float(request.query.get("seconds", "5")))
         digest = hashlib.sha256()
@@ -40,9 +44,17 @@ def build(name: str) -> web.Application:
             "headers": {k: v for k, v in request.headers.items()},
             "body_bytes": size,
             "body_sha256": digest.hexdigest(),
+            # The client's port: requests on one kept-alive connection share it (tests of connection reuse).
+            "peer_port": (request.transport.get_extra_info("peername") or ("", 0))[1] if request.transport else 0,
         }
         return web.json_response(
-            body, headers={"X-Cell": name, "Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "must-not-pass"}
+            body,
+            headers={
+                "X-Cell": name,
+                "Connection": "keep-alive, X-Secret-Hop",
+                "X-Secret-Hop": "must-not-pass",
+                **extra,
+            },
         )
 
     app = web.Application(client_max_size=0)

@@ -34,18 +34,21 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from cells_formats.fields import address_problem
 
 from .classify_cache import ClassifyCache, ServiceAnswer, Unavailable
+from .eventloop import DEFAULT_LOOP, LOOPS, loop_factory
 from .fairness import CLIENT_QUEUE, ClientFairness, TooManyRequests
 from .filewatch import WatchedFile
 from .matching import NeedsBacktracking, deferred
@@ -80,7 +83,18 @@ TYPE_HEADER = "X-Cells-Router-Rule-Type"
 # lib/gitlab/http_router/rule_context.rb); Rails counts routed requests by them.
 UPSTREAM_ACTION_HEADER = "X-Gitlab-Http-Router-Rule-Action"
 UPSTREAM_TYPE_HEADER = "X-Gitlab-Http-Router-Rule-Type"
+# Request headers never forwarded as the client sent them: hop-by-hop ones, Host (the cell's own is sent),
+# the rule headers (a client must not claim a decision) and X-Forwarded-* (set by the router, see below).
+NOT_FORWARDED = HOP_BY_HOP | {
+    "host",
+    UPSTREAM_ACTION_HEADER.lower(),
+    UPSTREAM_TYPE_HEADER.lower(),
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+}
 CHUNK = 64 * 1024
+NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding")  # what aiohttp's client would add on its own
 MAX_HEADER_VALUE = 8 * 1024  # what the rules may see of one header or Cookie value; longer -> 431
 MAX_BODY = 1 << 30  # bytes a request body may stream to a cell; more -> 413 (0: no limit)
 HEADER_TIMEOUT = 10.0  # seconds a connection may take to send a request's headers (also bounds idle keep-alive)
@@ -142,6 +156,21 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self._done: dict[tuple[str, str, int], Counter] = {}
+        self._looked_up: dict[str, Counter] = {}
+
+    def request_done(self, action: str, kind: str, code: int) -> None:
+        """Count a request; the labelled child is looked up once per label set (not per request)."""
+        child = self._done.get((action, kind, code))
+        if child is None:
+            child = self._done[(action, kind, code)] = self.requests.labels(action, kind, str(code))
+        child.inc()
+
+    def cache_lookup(self, result: str) -> None:
+        child = self._looked_up.get(result)
+        if child is None:
+            child = self._looked_up[result] = self.cache.labels(result)
+        child.inc()
 
 
 class BudgetExceeded(Exception):
@@ -197,9 +226,10 @@ class BoundedDecider:
         self._idle: asyncio.Queue[_Slot] | None = None
         self._slots: set[_Slot] = set()
         self._inline: tuple[Ruleset, Ruleset] | None = None
+        self._linear: tuple[Ruleset | None, bool] = (None, False)
 
     async def decide(self, ruleset: Ruleset, request: RequestView) -> Decision | None:
-        if ruleset.linear:
+        if self._is_linear(ruleset):
             return ruleset.decide(request)
         try:
             return self._deferring(ruleset).decide(request)
@@ -213,6 +243,12 @@ class BoundedDecider:
             raise
         self._queue().put_nowait(slot)
         return decision
+
+    def _is_linear(self, ruleset: Ruleset) -> bool:
+        """``ruleset.linear``, asked once per ruleset in service (it visits every pattern: not per request)."""
+        if self._linear[0] is not ruleset:
+            self._linear = (ruleset, ruleset.linear)
+        return self._linear[1]
 
     def _deferring(self, ruleset: Ruleset) -> Ruleset:
         """``ruleset`` with its patterns off RE2 deferred (built once per ruleset in service)."""
@@ -351,9 +387,16 @@ class Router:
             )
 
     async def start(self, app: web.Application) -> None:
+        # One session, its connections kept alive and reused across requests and clients (no limit: the
+        # router queues nothing of its own). It is shared by every client, so it must carry nothing of one
+        # client to another: no cookie jar (aiohttp's default keeps a cell's Set-Cookie and sends it with the
+        # next request to that host, whoever makes it), and none of its own default headers (User-Agent,
+        # Accept, Accept-Encoding: a client that accepts no gzip must not be sent one).
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=NO_AUTO_HEADERS,
         )
         self.watched.start()
 
@@ -395,8 +438,10 @@ class Router:
         finally:
             if isinstance(protocol, HeaderDeadline) and protocol.transport is not None:
                 protocol.rearm()  # the next request on this connection gets the same deadline
-        action = decision.action if decision else "none"
-        self.metrics.requests.labels(action, decision.type_label if decision else "none", str(response.status)).inc()
+        if decision is None:
+            self.metrics.request_done("none", "none", response.status)
+        else:
+            self.metrics.request_done(decision.action, decision.type_label, response.status)
         return response
 
     async def _route(self, request: web.Request) -> tuple[Decision | None, web.StreamResponse]:
@@ -426,7 +471,7 @@ class Router:
                 resolution = await self.cache.resolve(kind, value)
             except Unavailable as exc:
                 return decision, _error(503, f"topology service unavailable: {exc}", decision)
-            self.metrics.cache.labels(resolution.source).inc()
+            self.metrics.cache_lookup(resolution.source)
             if resolution.address is None:
                 if decision.action == "proxy":
                     reason = "no default upstream: no first cell and no --default-upstream"
@@ -459,9 +504,10 @@ class Router:
                 timeout=self.upstream_timeout,
             ) as upstream:
                 self.metrics.upstream.observe(time.perf_counter() - started)
-                response = _response_head(upstream, decision)
+                headers = _answer_headers(upstream, decision)
                 if _fits_one_chunk(upstream):
-                    return await _answer_whole(upstream, response)
+                    return await _answer_whole(upstream, headers)
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
                 return await _stream_back(request, upstream, response)
         except (TimeoutError, aiohttp.ClientError, ConnectionResetError, BodyTooLarge) as exc:
             return self._proxy_failed(request, exc, limit, response, address, decision)
@@ -502,17 +548,14 @@ class Router:
         return _error(502, f"cell unreachable: {address} ({type(exc).__name__})", decision)
 
 
-def _response_head(upstream: aiohttp.ClientResponse, decision: Decision) -> web.StreamResponse:
-    """The answer's status and headers: the cell's, hop-by-hop ones dropped, the rule decision added."""
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-    drop = HOP_BY_HOP | _connection_tokens(upstream.headers)
-    for name, value in upstream.headers.items():
-        if name.lower() not in drop:
-            response.headers.add(name, value)
-    response.headers[ACTION_HEADER] = decision.action
+def _answer_headers(upstream: aiohttp.ClientResponse, decision: Decision) -> CIMultiDict[str]:
+    """The answer's headers: the cell's, hop-by-hop ones dropped, the rule decision added."""
+    drop = _without_named(HOP_BY_HOP, upstream.headers)
+    headers = CIMultiDict((name, value) for name, value in upstream.headers.items() if name.lower() not in drop)
+    headers[ACTION_HEADER] = decision.action
     if decision.classify_type:
-        response.headers[TYPE_HEADER] = decision.classify_type
-    return response
+        headers[TYPE_HEADER] = decision.classify_type
+    return headers
 
 
 def _fits_one_chunk(upstream: aiohttp.ClientResponse) -> bool:
@@ -520,12 +563,10 @@ def _fits_one_chunk(upstream: aiohttp.ClientResponse) -> bool:
     return length is not None and length.isdigit() and int(length) <= CHUNK
 
 
-async def _answer_whole(upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> web.Response:
+async def _answer_whole(upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]) -> web.Response:
     """A body no larger than one streaming chunk goes out with the headers in one write."""
-    response.headers.popall("Content-Length", None)
-    return web.Response(
-        status=upstream.status, reason=upstream.reason, headers=response.headers, body=await upstream.read()
-    )
+    headers.popall("Content-Length", None)
+    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=await upstream.read())
 
 
 async def _stream_back(
@@ -566,6 +607,13 @@ def _connection_tokens(headers) -> set[str]:
     return {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",") if t.strip()}
 
 
+def _without_named(always: set[str], headers) -> set[str]:
+    """``always`` plus the headers that a ``Connection`` header names (hop-by-hop too), if there is one."""
+    if "Connection" not in headers:
+        return always
+    return always | _connection_tokens(headers)
+
+
 def trusted_peer(peer: str | None, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     """Whether the connection comes from a proxy in ``--trusted-proxies`` (whose X-Forwarded-* are kept)."""
     if not peer or not trusted:
@@ -579,29 +627,23 @@ def trusted_peer(peer: str | None, trusted: tuple[ipaddress.IPv4Network | ipaddr
 
 def _forward_headers(
     request: web.Request, decision: Decision, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-) -> list[tuple[str, str]]:
-    # A client must not be able to claim a rule decision of its own: its copies of the rule headers go.
-    drop = (
-        HOP_BY_HOP
-        | _connection_tokens(request.headers)
-        | {"host", UPSTREAM_ACTION_HEADER.lower(), UPSTREAM_TYPE_HEADER.lower()}
-    )
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+) -> CIMultiDict[str]:
+    # A client must not be able to claim a rule decision of its own: its copies of the rule headers go;
+    # X-Forwarded-* are set below. One pass over the request's headers (this runs for every request).
+    drop = _without_named(NOT_FORWARDED, request.headers)
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in drop)
     peer = request.remote or ""
-    headers = [
-        (k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
-    ]
     if trusted_peer(peer, trusted):
         # A trusted proxy in front: its chain is extended and what it says about scheme and host is kept.
         prior = ", ".join(request.headers.getall("X-Forwarded-For", []))
-        headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-        headers.append(("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme)))
-        headers.append(("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host)))
+        headers.add("X-Forwarded-For", f"{prior}, {peer}" if prior else peer)
+        headers.add("X-Forwarded-Proto", request.headers.get("X-Forwarded-Proto", request.scheme))
+        headers.add("X-Forwarded-Host", request.headers.get("X-Forwarded-Host", request.host))
     else:
         # Anyone else: whatever the client claims is replaced by what the router saw itself.
-        headers.append(("X-Forwarded-For", peer))
-        headers.append(("X-Forwarded-Proto", request.scheme))
-        headers.append(("X-Forwarded-Host", request.host))
+        headers.add("X-Forwarded-For", peer)
+        headers.add("X-Forwarded-Proto", request.scheme)
+        headers.add("X-Forwarded-Host", request.host)
     headers.extend(rule_headers(decision))
     return headers
 
@@ -813,6 +855,12 @@ def main(argv: list[str] | None = None) -> None:
         default=int(env.get("CELLS_ROUTER_CLIENT_QUEUE", str(CLIENT_QUEUE))),
         help="requests one client may have waiting beyond --max-in-flight-per-client; more are answered 429",
     )
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default=env.get("CELLS_ROUTER_LOOP", DEFAULT_LOOP),
+        help="event loop: uvloop (default; libuv, faster I/O) or asyncio (the standard library's, for comparison)",
+    )
     args = parser.parse_args(argv)
     try:
         trusted = tuple(n.strip() for n in args.trusted_proxies.split(",") if n.strip())
@@ -842,7 +890,13 @@ def main(argv: list[str] | None = None) -> None:
         args.max_in_flight_per_client,
         args.client_queue,
     )
-    asyncio.run(serve(router, args.host, args.port, args.admin_port))
+    run(serve(router, args.host, args.port, args.admin_port), args.loop)
+
+
+def run(main: Coroutine[object, object, None], loop: str = DEFAULT_LOOP) -> None:
+    """Run ``main`` on the chosen event loop: uvloop's (ADR 0018) or the standard library's."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        runner.run(main)
 
 
 if __name__ == "__main__":

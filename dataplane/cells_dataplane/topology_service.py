@@ -29,6 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from cells_formats.records import CellRecord, parse_topology_json
 
 from .classify import INVALID_ARGUMENT, Snapshot, classify, not_found, status_body
+from .eventloop import DEFAULT_LOOP, LOOPS, loop_factory
 from .filewatch import WatchedFile
 
 log = logging.getLogger("cells_topology_service")
@@ -291,6 +292,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(os.environ.get("CELLS_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY))),
         help="largest classify request body accepted; larger ones get 413 (env CELLS_MAX_BODY_BYTES)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default=os.environ.get("CELLS_TOPOLOGY_SERVICE_LOOP", DEFAULT_LOOP),
+        help="event loop: uvloop (default) or asyncio (the standard library's, for comparison)",
+    )
     args = parser.parse_args(argv)
     if args.max_body_bytes < 1:
         parser.error("--max-body-bytes must be at least 1")
@@ -301,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(Path(args.records), args.max_age, args.negative_max_age, args.poll, args.max_body_bytes)
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+    loop = loop_factory(args.loop)()
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=loop)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def _declared(pyproject: Path) -> set[str]:
     ("folder", "expected"),
     [
         ("formats", {"pydantic", "tomli-w"}),
-        ("dataplane", {"cells-formats", "aiohttp", "prometheus-client", "google-re2"}),
+        ("dataplane", {"cells-formats", "aiohttp", "prometheus-client", "google-re2", "uvloop"}),
     ],
 )
 def test_formats_and_data_plane_declare_no_operator_dependency(folder, expected):
