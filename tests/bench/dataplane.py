@@ -1,9 +1,13 @@
 """``make bench`` (data plane): the router's cost, measured against a baseline in the same run.
 
-Everything runs as real processes on loopback: an echo cell, the Topology Service and the router, fed
-a ruleset rendered by the operator's own code. Reported:
-- latency (p50/p99) of sequential requests and throughput with concurrent clients, directly to the cell
-  and through the router with a warm classification cache, and the router/direct ratios;
+Everything runs as real processes on loopback: an echo cell, the Topology Service, the router (once per
+event loop) fed a ruleset rendered by the operator's own code, nginx as a plain reverse proxy with
+keepalive (Debian's, tests/bench/nginx.py) and two reference proxies that route nothing
+(tests/bench/floor.py). Reported (ADR 0018):
+- latency (p50/p99) of sequential requests and throughput with concurrent clients, directly to the cell,
+  through nginx, through the router with a warm classification cache and through the reference proxies;
+  the ratios to nginx and to direct, and issue 15's goals for them, each met or missed and by how much;
+- the Topology Service's classify latency and throughput (16 clients);
 - rule evaluation time per request with 10, 100 and 1,000 rules (worst case: only the last rule matches);
 - under attack (issue 17): a normal client's p50/p99 and errors while another process sends hostile
   requests (inputs for a catastrophic pattern, oversized cookies, headers dribbled byte by byte), next to
