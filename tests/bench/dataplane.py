@@ -367,8 +367,7 @@ def write_dataplane(args: argparse.Namespace, results: dict[str, dict], evaluati
         "",
         *[f"- {v}" for v in verdicts],
         "",
-        "Rule evaluation is in-process (`Ruleset.decide`) with a request that only the final catch-all "
-        "matches, so every rule's patterns run.",
+        "Rule evaluation is in-process (`Ruleset.decide`) with a request that only the final catch-all matches.",
     ]
     replace_section(args.output, "dataplane", "\n".join(doc))
     print(f"written to {args.output}")
