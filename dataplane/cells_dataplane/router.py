@@ -206,6 +206,10 @@ def _retrieve(future: asyncio.Future) -> None:
         future.exception()
 
 
+def _deferred_all(patterns):
+    return tuple(deferred(p) for p in patterns)
+
+
 class BoundedDecider:
     """Decide on the event loop whatever no backtracking pattern has to see; the rest in isolated workers.
 
@@ -251,9 +255,18 @@ class BoundedDecider:
         return self._linear[1]
 
     def _deferring(self, ruleset: Ruleset) -> Ruleset:
-        """``ruleset`` with its patterns off RE2 deferred (built once per ruleset in service)."""
+        """``ruleset`` with its patterns off RE2 deferred (built once per ruleset in service): the match's and
+        the transform steps' alike (a step's pattern runs on a value the request chose, after the match)."""
         if self._inline is None or self._inline[0] is not ruleset:
-            rules = [replace(r, name_re=deferred(r.name_re), value_re=deferred(r.value_re)) for r in ruleset.rules]
+            rules = [
+                replace(
+                    r,
+                    name_re=deferred(r.name_re),
+                    value_re=deferred(r.value_re),
+                    phases=None if r.phases is None else replace(r.phases, patterns=_deferred_all(r.phases.patterns)),
+                )
+                for r in ruleset.rules
+            ]
             self._inline = (ruleset, Ruleset(rules, ruleset.source))
         return self._inline[1]
 

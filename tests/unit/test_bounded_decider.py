@@ -7,8 +7,10 @@ fake (looptime), so deadlines are exact and the tests take no real time.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import itertools
+import json
 
 import looptime
 import pytest
@@ -138,3 +140,43 @@ def test_a_request_cancelled_mid_evaluation_gives_up_its_worker():
 
     assert run(scenario()) == DECIDED
     assert [s.killed for s in slots] == [True, False, False]
+
+
+# A current-dialect rule matched on RE2 whose transform step's pattern is off RE2 (a backreference): the
+# transform runs after the match, so it is as exposed as a match pattern and must not run on the event loop.
+OFF_RE2_TRANSFORM = json.dumps(
+    [
+        {
+            "id": "b64",
+            "action": "classify",
+            "match": {"type": "cookie", "name": "tok", "regexValue": "^(?<v>.+)$"},
+            "transform": {
+                "type": "decode-base64-match",
+                "input": ["${v}"],
+                "output": "d",
+                "regexValue": "^(?<cell>(a+)+)\\2?$",
+            },
+            "classify": {"type": "CELL_ID", "value": "${d.cell}"},
+        },
+        {"action": "proxy"},
+    ]
+)
+
+
+def test_a_transform_pattern_off_re2_is_evaluated_in_a_worker_never_on_the_event_loop():
+    log, slots = [], []
+    decider = _decider(log, slots)
+    ruleset = load_ruleset(OFF_RE2_TRANSFORM)
+    assert not ruleset.linear
+    without_token = RequestView.build("/", [("Cookie", "other=1")])
+    with_token = RequestView.build("/", [("Cookie", "tok=" + base64.b64encode(b"a" * 16 + b"!").decode())])
+
+    async def scenario():
+        inline = await decider.decide(ruleset, without_token)  # no rule needs the transform: decided here
+        submitted_before = len(log)
+        await decider.decide(ruleset, with_token)  # the fake worker answers; what matters is who evaluated
+        return inline, submitted_before
+
+    inline, submitted_before = run(scenario())
+    assert inline == Decision(1, "proxy") and submitted_before == 0
+    assert [request for _, request in log if request is with_token] == [with_token]
