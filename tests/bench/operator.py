@@ -69,7 +69,8 @@ def objects(kind: str, n: int) -> list[dict]:
             "apiVersion": "cells.dev/v1alpha1",
             "kind": "RoutingRule",
             "metadata": {"name": "zz-catch-all"},
-            "spec": CATCH_ALL,
+            # last in its ruleset whatever n (the sample's priority 1000 would put 2,000 rules behind it)
+            "spec": {**CATCH_ALL, "priority": max(CATCH_ALL["priority"], n)},
         }
     )
     return rules

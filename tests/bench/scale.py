@@ -166,8 +166,9 @@ def measure(scenarios: list[Scenario]) -> tuple[list[dict], str]:
             for ns in namespaces:
                 apply_list(kubectl, ns, objects(s.kind, per))
             last_create = time.perf_counter()
-            for observer in observers:
-                observer.done.wait(timeout=900)
+            for observer, ns in zip(observers, namespaces, strict=True):
+                if not observer.done.wait(timeout=600):
+                    raise SystemExit(f"{ns}: {s.label} not converged within 600 s")
             done = max(o.converged_at or time.perf_counter() for o in observers)
             for observer, ns in zip(observers, namespaces, strict=True):
                 wait_converged(kubectl, ns, s.kind, per)
