@@ -32,7 +32,8 @@ class OperatorConfig:
     debounce_max_seconds: float = 2.0
     # A pass during a burst holds back the first status of new rules in a ruleset without a catch-all
     # (ADR 0015), for at most this long after the burst began; then they are written as they are.
-    incomplete_defer_seconds: float = 30.0
+    # 10 s: a new rule's first status never comes later than before the hold (the old quiet-period bound)
+    incomplete_defer_seconds: float = 10.0
     # Level-based safety net (controller-runtime's SyncPeriod): every namespace seen is reconciled again
     # this often, and the API server ends each watch request after this long (kopf resumes it).
     resync_seconds: int = 300
