@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "--small", action="store_true", help="sizes 20/40 rules and 10/20 cells only: a quick check of the script"
     )
     args = parser.parse_args(argv)
+    if not args.small:
+        import matplotlib  # noqa: F401  (fail now, not after ten minutes of measuring: `make bench` installs it)
     if args.small:
         scenarios = [Scenario("routingrules", 20), Scenario("routingrules", 40), Scenario("routingrules", 40, 2)]
         scenarios += [Scenario("cells", 10), Scenario("cells", 20)]
