@@ -175,7 +175,8 @@ def choose_one(
         would_be = f"would be {size:,} bytes, over" if size is not None else "would exceed"
         too_large = Problem(
             "RulesetTooLarge",
-            f"with this change the namespace's router ConfigMap {would_be} the operator's limit of {limit:,} bytes",
+            f"with this change the namespace's router ConfigMap {would_be} the ConfigMap limit of {limit:,} bytes "
+            "(the operator's, under the API server's 1 MiB)",
         )
         return old, problem or too_large
     if new is not None:

@@ -140,7 +140,7 @@ def test_a_ruleset_over_the_limit_is_stalled_and_its_last_valid_version_stays_pu
     obj = wait_reason(kubectl, "routingrule", "huge-10", namespace, "RulesetTooLarge", timeout=120)
     assert conditions(obj)["Ready"] == "False" and conditions(obj)["Stalled"] == "True"
     message = ready_condition(obj)["message"]
-    assert "router ConfigMap would be 1,0" in message and "over the operator's limit of 1,000,000 bytes" in message
+    assert "router ConfigMap would be 1,0" in message and "over the ConfigMap limit of 1,000,000 bytes" in message
     assert "not published" in message
     warned(kubectl, namespace, "huge-10", "RulesetTooLarge")
     assert kubectl.get("configmap", ROUTER, namespace)["data"] == published  # the last valid version, whole

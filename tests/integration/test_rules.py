@@ -211,7 +211,8 @@ def test_ruleset_over_the_configmap_limit_keeps_the_previous_version(kubectl, na
     held = [o["metadata"]["name"] for o, r in zip(huge, reasons, strict=True) if r == "RulesetTooLarge"]
     assert held, "the limit was never reached"
     obj = kubectl.get("routingrule", held[0], namespace)
-    assert "ConfigMap limit" in ready_condition(obj)["message"]
+    message = ready_condition(obj)["message"]
+    assert "router ConfigMap would be 1," in message and "over the ConfigMap limit of 1,000,000 bytes" in message
     cm = kubectl.get("configmap", "cells-router-rules", namespace)
     assert sum(len(k) + len(v.encode()) for k, v in cm["data"].items()) <= 1_000_000
     rules = published(kubectl, namespace)  # whole, parseable, never truncated

@@ -368,7 +368,7 @@ def test_a_ruleset_over_the_limit_keeps_its_last_valid_version_and_stalls_the_ne
     stalled = {c["type"]: c["status"] for c in kube.get("routingrules", NS, last)["status"]["conditions"]}
     assert stalled["Stalled"] == "True" and stalled["Ready"] == "False"
     message = ready_condition(kube.get("routingrules", NS, last))["message"]
-    assert "router ConfigMap would be 1,0" in message and "over the operator's limit of 1,000,000 bytes" in message
+    assert "router ConfigMap would be 1,0" in message and "over the ConfigMap limit of 1,000,000 bytes" in message
     assert reason(kube, "routingrules", kept) == ("True", "Published")  # unchanged rules stay
     assert kube.events_for(first) == [("Warning", "RulesetTooLarge")]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
