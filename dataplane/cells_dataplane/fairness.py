@@ -52,6 +52,16 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, trus
     return address is not None and any(address in network for network in trusted)
 
 
+def trusted_peer(peer: str | None, trusted: Networks) -> bool:
+    """Whether the connection comes from a proxy in ``--trusted-proxies`` (whose X-Forwarded-* are kept)."""
+    if not peer or not trusted:
+        return False
+    try:
+        return _trusted(ipaddress.ip_address(peer), trusted)
+    except ValueError:
+        return False
+
+
 def client_key(peer: str | None, forwarded_for: Iterable[str], trusted: Networks) -> str:
     """Who sent the request: the peer, or behind trusted proxies the nearest address they did not add.
 

@@ -49,7 +49,7 @@ from cells_formats.fields import address_problem
 
 from .classify_cache import ClassifyCache, ServiceAnswer, Unavailable
 from .eventloop import DEFAULT_LOOP, LOOPS, loop_factory
-from .fairness import CLIENT_QUEUE, ClientFairness, TooManyRequests
+from .fairness import CLIENT_QUEUE, ClientFairness, Networks, TooManyRequests, trusted_peer
 from .filewatch import WatchedFile
 from .matching import NeedsBacktracking, deferred
 from .routing import (
@@ -156,21 +156,22 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self._done: dict[tuple[str, str, int], Counter] = {}
-        self._looked_up: dict[str, Counter] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
+
+    def count(self, counter: Counter, *labels: str) -> None:
+        """``counter.labels(*labels).inc()``, the labelled child looked up once per label set, not per
+        request (prometheus_client's lookup takes a lock and builds a key: it showed in the profile)."""
+        key = (id(counter), labels)  # the counters live as long as this object: their ids stay theirs
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
 
     def request_done(self, action: str, kind: str, code: int) -> None:
-        """Count a request; the labelled child is looked up once per label set (not per request)."""
-        child = self._done.get((action, kind, code))
-        if child is None:
-            child = self._done[(action, kind, code)] = self.requests.labels(action, kind, str(code))
-        child.inc()
+        self.count(self.requests, action, kind, str(code))
 
     def cache_lookup(self, result: str) -> None:
-        child = self._looked_up.get(result)
-        if child is None:
-            child = self._looked_up[result] = self.cache.labels(result)
-        child.inc()
+        self.count(self.cache, result)
 
 
 class BudgetExceeded(Exception):
@@ -229,14 +230,16 @@ class BoundedDecider:
         self.wait = wait  # seconds a request may wait for a free worker; then 503 (bounds the queue)
         self._idle: asyncio.Queue[_Slot] | None = None
         self._slots: set[_Slot] = set()
-        self._inline: tuple[Ruleset, Ruleset] | None = None
-        self._linear: tuple[Ruleset | None, bool] = (None, False)
+        # The ruleset in service, whether it is linear, and its copy with the patterns off RE2 deferred:
+        # worked out once per ruleset (both visit every pattern), not per request.
+        self._prepared: tuple[Ruleset, bool, Ruleset] | None = None
 
     async def decide(self, ruleset: Ruleset, request: RequestView) -> Decision | None:
-        if self._is_linear(ruleset):
+        linear, deferring = self._prepare(ruleset)
+        if linear:
             return ruleset.decide(request)
         try:
-            return self._deferring(ruleset).decide(request)
+            return deferring.decide(request)
         except NeedsBacktracking:
             pass
         slot = await self._take()
@@ -248,16 +251,10 @@ class BoundedDecider:
         self._queue().put_nowait(slot)
         return decision
 
-    def _is_linear(self, ruleset: Ruleset) -> bool:
-        """``ruleset.linear``, asked once per ruleset in service (it visits every pattern: not per request)."""
-        if self._linear[0] is not ruleset:
-            self._linear = (ruleset, ruleset.linear)
-        return self._linear[1]
-
-    def _deferring(self, ruleset: Ruleset) -> Ruleset:
-        """``ruleset`` with its patterns off RE2 deferred (built once per ruleset in service): the match's and
+    def _prepare(self, ruleset: Ruleset) -> tuple[bool, Ruleset]:
+        """Whether ``ruleset`` is linear, and its copy with the patterns off RE2 deferred: the match's and
         the transform steps' alike (a step's pattern runs on a value the request chose, after the match)."""
-        if self._inline is None or self._inline[0] is not ruleset:
+        if self._prepared is None or self._prepared[0] is not ruleset:
             rules = [
                 replace(
                     r,
@@ -267,8 +264,8 @@ class BoundedDecider:
                 )
                 for r in ruleset.rules
             ]
-            self._inline = (ruleset, Ruleset(rules, ruleset.source))
-        return self._inline[1]
+            self._prepared = (ruleset, ruleset.linear, Ruleset(rules, ruleset.source))
+        return self._prepared[1], self._prepared[2]
 
     def _queue(self) -> asyncio.Queue[_Slot]:
         """The idle workers; the queue and its ``workers`` slots are made on first use."""
@@ -369,9 +366,12 @@ class Router:
         self.trusted_proxies = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_proxies)
         self.decider = BoundedDecider(match_deadline)
         self.metrics = Metrics()
-        refused = self.metrics.client_refused
+        metrics = self.metrics
         self.fairness = ClientFairness(
-            max_in_flight_per_client, client_queue, self.trusted_proxies, on_refuse=lambda r: refused.labels(r).inc()
+            max_in_flight_per_client,
+            client_queue,
+            self.trusted_proxies,
+            on_refuse=lambda reason: metrics.count(metrics.client_refused, reason),
         )
         self.topology_service = topology_service.rstrip("/")
         self.classify_timeout = aiohttp.ClientTimeout(total=classify_timeout)
@@ -627,20 +627,7 @@ def _without_named(always: set[str], headers) -> set[str]:
     return always | _connection_tokens(headers)
 
 
-def trusted_peer(peer: str | None, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
-    """Whether the connection comes from a proxy in ``--trusted-proxies`` (whose X-Forwarded-* are kept)."""
-    if not peer or not trusted:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in network for network in trusted)
-
-
-def _forward_headers(
-    request: web.Request, decision: Decision, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-) -> CIMultiDict[str]:
+def _forward_headers(request: web.Request, decision: Decision, trusted: Networks = ()) -> CIMultiDict[str]:
     # A client must not be able to claim a rule decision of its own: its copies of the rule headers go;
     # X-Forwarded-* are set below. One pass over the request's headers (this runs for every request).
     drop = _without_named(NOT_FORWARDED, request.headers)

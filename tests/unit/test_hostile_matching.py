@@ -106,14 +106,14 @@ def test_requests_no_backtracking_pattern_sees_are_decided_on_the_event_loop_as_
 @pytest.mark.parametrize(("path", "cookie"), [("/", "hostile=aa"), ("/", None), ("/", "x=1; hostile=a")])
 def test_requests_a_backtracking_pattern_must_see_go_to_a_worker(path, cookie):
     """The deferred pattern raises instead of running: these, and only these, need an evaluation worker."""
-    deferring = BoundedDecider()._deferring(load_ruleset(FALLBACK_FIRST))
+    deferring = BoundedDecider()._prepare(load_ruleset(FALLBACK_FIRST))[1]
     with pytest.raises(NeedsBacktracking):
         deferring.decide(_view(path, cookie))
 
 
 def test_deferring_keeps_patterns_on_re2_and_group_names():
     ruleset = load_ruleset(FALLBACK_FIRST)
-    deferring = BoundedDecider()._deferring(ruleset)
+    deferring = BoundedDecider()._prepare(ruleset)[1]
     assert deferring is not ruleset  # a copy: the ruleset in service is untouched
     first, second = deferring.rules[0], deferring.rules[1]
     assert isinstance(first.value_re, Deferred) and first.name_re is ruleset.rules[0].name_re

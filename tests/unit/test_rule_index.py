@@ -121,7 +121,7 @@ def test_indexed_decide_is_the_rule_by_rule_decision(ruleset: Ruleset, request: 
 @given(rulesets, requests())
 def test_with_deferred_patterns_the_same_requests_need_backtracking_for_the_same_pattern(ruleset, request):
     """On the event loop, a deferred pattern raises when, and only when, the rule-by-rule loop reaches it."""
-    deferring = BoundedDecider()._deferring(ruleset)
+    deferring = BoundedDecider()._prepare(ruleset)[1]
     assert outcome(deferring.decide, request) == outcome(deferring.decide_linear_scan, request)
 
 
@@ -136,7 +136,7 @@ FIRST_DEFERRED = json.dumps(
 
 
 def test_a_deferred_name_pattern_stays_a_candidate_for_every_request_and_raises_where_the_loop_did():
-    deferring = BoundedDecider()._deferring(load_ruleset(FIRST_DEFERRED))
+    deferring = BoundedDecider()._prepare(load_ruleset(FIRST_DEFERRED))[1]
     assert isinstance(deferring.rules[0].name_re, Deferred) and isinstance(deferring.rules[1].value_re, Deferred)
     assert deferring.index.always == (0, 3)  # the deferred name pattern and the catch-all: never skipped
     with_cookie = RequestView.build("/api/x", [("Cookie", "other=1")])  # the loop tests rule 0's name: raises
@@ -148,7 +148,7 @@ def test_a_deferred_name_pattern_stays_a_candidate_for_every_request_and_raises_
 
 def test_a_deferred_value_pattern_is_reached_only_by_requests_with_its_name():
     ruleset = load_ruleset(json.dumps(json.loads(FIRST_DEFERRED)[1:]))
-    deferring = BoundedDecider()._deferring(ruleset)
+    deferring = BoundedDecider()._prepare(ruleset)[1]
     assert deferring.index.always == (2,)
     assert list(deferring.index.candidates(RequestView.build("/", [("Cookie", "theme=x")]))) == [2]
     assert outcome(deferring.decide, RequestView.build("/", [("Cookie", "theme=x; hostile=aa")])) == (
