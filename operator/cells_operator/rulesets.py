@@ -252,14 +252,15 @@ def verdict(
     desired: Desired,
     by_set: Mapping[str, list[LiveRule]],
     hashes: Mapping[str, str],
-    positions: Mapping[str, Mapping[str, int]] | None = None,
+    positions: Mapping[str, Mapping[str, int]],
 ) -> RuleVerdict:
-    """Where one rule stands in what is published: its position, and whether its ruleset ends in a catch-all."""
+    """Where one rule stands in what is published: its position (from :func:`positions_of`, computed once
+    per plan), and whether its ruleset ends in a catch-all."""
     live, problem = choice
     if live is None:
         return RuleVerdict(name=obj.name, ruleset=desired.ruleset, live=None, problem=problem)
     ordered = by_set[live.ruleset]
-    position = (positions if positions is not None else positions_of(by_set))[live.ruleset][obj.uid]
+    position = positions[live.ruleset][obj.uid]
     return RuleVerdict(
         name=obj.name,
         ruleset=live.ruleset,
