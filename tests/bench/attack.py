@@ -18,7 +18,6 @@ import asyncio
 import collections
 import json
 import multiprocessing
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from cells_devtools.devcluster.cluster import free_port
-from tests.bench.dataplane import machine, replace_section, session_rules, wait
+from tests.bench.dataplane import machine, percentiles, replace_section, session_rules, wait
 from tests.support.dataplane import router_argv
 from tests.support.process import spawn_logged
 
@@ -137,10 +136,8 @@ async def normal_client(
                 errors += 1  # e.g. the connection dropped: an error for the normal client all the same
                 kinds[type(exc).__name__] += 1
             latencies.append(time.perf_counter() - started)
-    latencies.sort()
     return {
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        **percentiles(latencies),
         "errors": errors,
         "error_kinds": dict(kinds),
         "requests": len(latencies),

@@ -79,8 +79,26 @@ def objects(kind: str, n: int) -> list[dict]:
 def create(kubectl: Kubectl, namespace: str, items: list[dict]) -> float:
     kubectl("create", "namespace", namespace)
     started = time.perf_counter()
-    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    kubectl.apply(items, namespace)
     return time.perf_counter() - started
+
+
+def operator_writes(logdir: Path, namespace: str, kind: str) -> list[dict]:
+    """The operator's own writes in ``namespace`` (audit log); in a rules namespace, not its helper Cell's."""
+    writes = [w for w in audit_writes(logdir, namespace) if (w.get("userAgent") or "").startswith(OPERATOR_UA)]
+    if kind != "routingrules":
+        return writes
+    return [
+        w
+        for w in writes
+        if (w.get("objectRef") or {}).get("resource") != "cells"
+        and (w.get("objectRef") or {}).get("name") != "cells-topology"
+    ]
+
+
+def wait_converged(kubectl: Kubectl, namespace: str, kind: str, n: int, interval: float = 0.5) -> None:
+    while not converged(kubectl, namespace, kind, n):
+        time.sleep(interval)
 
 
 def converged(kubectl: Kubectl, namespace: str, kind: str, n: int) -> bool:
@@ -249,8 +267,7 @@ def start_with_webhooks(operator: WebhookOperator, kubectl: Kubectl, namespaces:
     wait_webhook_serving(kubectl, namespaces[0])
     for ns in namespaces:
         if "routingrules" in ns:
-            while not converged(kubectl, ns, "cells", 1):
-                time.sleep(0.2)
+            wait_converged(kubectl, ns, "cells", 1, interval=0.2)
     time.sleep(2)
 
 
@@ -316,8 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         operator.start()
         for ns, (kind, _, hooks) in zip(namespaces, scenarios, strict=True):
             if kind == "routingrules" and not hooks:
-                while not converged(kubectl, ns, "cells", 1):
-                    time.sleep(0.2)
+                wait_converged(kubectl, ns, "cells", 1, interval=0.2)
         time.sleep(2)
         for ns, (kind, n, hooks) in zip(namespaces, scenarios, strict=True):
             if hooks and not webhook_operator.running():
@@ -332,24 +348,14 @@ def main(argv: list[str] | None = None) -> int:
             items = objects(kind, n)
             observer = Observer(cluster.kubeconfig, ns, kind, n).start()
             started = time.perf_counter()
-            kubectl(
-                "apply", "-n", ns, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
-            )
+            kubectl.apply(items, ns)
             last_create = time.perf_counter()
             observer.done.wait(timeout=600)
             done = observer.converged_at or time.perf_counter()
-            while not converged(kubectl, ns, kind, n):  # the watch's verdict, confirmed by a read
-                time.sleep(0.5)
+            wait_converged(kubectl, ns, kind, n)  # the watch's verdict, confirmed by a read
             time.sleep(SETTLE)  # the passes our own writes trigger belong to the cost (and must write nothing)
             observer.stop()
-            writes = [w for w in audit_writes(cluster.logdir, ns) if (w.get("userAgent") or "").startswith(OPERATOR_UA)]
-            if kind == "routingrules":  # the helper cell's own writes are not the rules'
-                writes = [
-                    w
-                    for w in writes
-                    if (w.get("objectRef") or {}).get("resource") != "cells"
-                    and (w.get("objectRef") or {}).get("name") != "cells-topology"
-                ]
+            writes = operator_writes(cluster.logdir, ns, kind)
             rows.append(
                 {
                     "kind": kind,

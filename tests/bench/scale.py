@@ -18,7 +18,6 @@ docs/benchmarks.md (section ``scale``) and a plot to docs/scale.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from pathlib import Path
 from cells_operator.config import OperatorConfig
 from tests.bench.controlplane import fresh_control_plane
 from tests.bench.dataplane import machine, replace_section
-from tests.bench.operator import OPERATOR_UA, Observer, converged, objects
-from tests.support.audit import audit_writes
+from tests.bench.operator import Observer, objects, operator_writes, wait_converged
+from tests.support.cells import wait_ready
 from tests.support.kubectl import Kubectl
 from tests.support.operator import OperatorProcess
 from tests.support.prometheus import samples
@@ -57,23 +56,6 @@ class Scenario:
         return [f"{prefix}-{self.kind}-{self.n}-{self.parts}-{i}" for i in range(self.parts)]
 
 
-def apply_list(kubectl: Kubectl, namespace: str, items: list[dict]) -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-
-
-def operator_writes(logdir: Path, namespace: str, kind: str) -> list[dict]:
-    """The operator's writes for ``kind`` in ``namespace`` (a rules namespace's helper Cell excluded)."""
-    writes = [w for w in audit_writes(logdir, namespace) if (w.get("userAgent") or "").startswith(OPERATOR_UA)]
-    if kind == "routingrules":
-        writes = [
-            w
-            for w in writes
-            if (w.get("objectRef") or {}).get("resource") != "cells"
-            and (w.get("objectRef") or {}).get("name") != "cells-topology"
-        ]
-    return writes
-
-
 def reconcile_totals(operator: OperatorProcess) -> tuple[float, float]:
     """(sum of seconds, count) of the operator's reconcile passes so far."""
     text = operator.scrape()
@@ -90,23 +72,6 @@ def one_change(kind: str) -> tuple[str, dict]:
     return "r0000", {"spec": {"match": {"regexValue": r"^(?<cell_name>cell-\d+)-.+"}}}
 
 
-def wait_converged(kubectl: Kubectl, namespace: str, kind: str, n: int) -> None:
-    while not converged(kubectl, namespace, kind, n):
-        time.sleep(0.5)
-
-
-def wait_current(kubectl: Kubectl, namespace: str, kind: str, name: str) -> None:
-    """Until one object's status is Ready at its generation: a read of one object, not of the namespace
-    (a poll listing N objects would cost the API server what the measured passes need)."""
-    while True:
-        obj = kubectl.get(kind, name, namespace)
-        status = obj.get("status") or {}
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
-        if ready and status.get("observedGeneration") == obj["metadata"]["generation"]:
-            return
-        time.sleep(0.2)
-
-
 def one_change_cost(
     kubectl: Kubectl, operator: OperatorProcess, logdir: Path, namespace: str, kind: str
 ) -> tuple[float, float, int]:
@@ -115,7 +80,7 @@ def one_change_cost(
     seconds0, count0 = reconcile_totals(operator)
     name, patch = one_change(kind)
     kubectl.merge_patch(kind, name, namespace, patch)
-    wait_current(kubectl, namespace, kind, name)
+    wait_ready(kubectl, kind, name, namespace)  # one object read at a time, not a list of the namespace
     quiet = OperatorConfig.debounce_seconds + 2.0  # any pass caused by the change's own writes has run
     time.sleep(quiet)
     seconds1, count1 = reconcile_totals(operator)
@@ -137,13 +102,13 @@ def measure(scenarios: list[Scenario]) -> tuple[list[dict], str]:
     try:
         # kubectl's first apply also discovers the API (and caches it): not part of any floor
         kubectl("create", "namespace", "warm-up")
-        apply_list(kubectl, "warm-up", objects("routingrules", 2))
+        kubectl.apply(objects("routingrules", 2), "warm-up")
         floors = {}
         for s in scenarios:  # the floor: the API server alone
             started = time.perf_counter()
             for ns in s.namespaces("floor"):
                 kubectl("create", "namespace", ns)
-                apply_list(kubectl, ns, objects(s.kind, s.n // s.parts))
+                kubectl.apply(objects(s.kind, s.n // s.parts), ns)
             floors[(s.kind, s.n)] = time.perf_counter() - started
             print(f"floor {s.label}: {floors[(s.kind, s.n)]:.2f} s", flush=True)
         for s in scenarios:
@@ -164,7 +129,7 @@ def measure(scenarios: list[Scenario]) -> tuple[list[dict], str]:
             observers = [Observer(cluster.kubeconfig, ns, s.kind, per).start() for ns in namespaces]
             started = time.perf_counter()
             for ns in namespaces:
-                apply_list(kubectl, ns, objects(s.kind, per))
+                kubectl.apply(objects(s.kind, per), ns)
             last_create = time.perf_counter()
             for observer, ns in zip(observers, namespaces, strict=True):
                 if not observer.done.wait(timeout=600):
